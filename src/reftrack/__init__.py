@@ -1,0 +1,76 @@
+"""reftrack: track large datasets in place in cloud buckets.
+
+An artifact version is a manifest of references (URI, version id, ETag, size) to objects
+that stay where they are. Verify them later, download exactly the bytes they pinned, and
+follow the runs that produced and used them::
+
+    import reftrack
+
+    with reftrack.init(project="demo", job_type="ingest") as run:
+        art = reftrack.Artifact("images", type="dataset")
+        art.add_reference("s3://my-bucket/images/")
+        run.log_artifact(art, aliases=["raw"])
+
+    art = reftrack.Api().artifact("demo/images:latest")
+    report = art.verify()
+    art.download("./images")
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .api import Api
+from .artifact import Artifact, DownloadPath
+from .errors import (
+    AccessDenied,
+    BackendError,
+    BucketAccessDenied,
+    BucketNotFound,
+    DownloadFailed,
+    IntegrityError,
+    InvalidURIError,
+    ManifestError,
+    MissingBackend,
+    NotFound,
+    ObjectNotFound,
+    ReftrackError,
+    UsageError,
+)
+from .manifest import Manifest, ManifestEntry
+from .run import Run, init
+from .settings import Settings
+from .transfer import DownloadReport
+from .verify import EntryResult, Status, VerifyReport
+
+try:
+    __version__ = version("reftrack")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0+unknown"
+
+__all__ = [
+    "AccessDenied",
+    "Api",
+    "Artifact",
+    "BackendError",
+    "BucketAccessDenied",
+    "BucketNotFound",
+    "DownloadFailed",
+    "DownloadPath",
+    "DownloadReport",
+    "EntryResult",
+    "IntegrityError",
+    "InvalidURIError",
+    "Manifest",
+    "ManifestEntry",
+    "ManifestError",
+    "MissingBackend",
+    "NotFound",
+    "ObjectNotFound",
+    "ReftrackError",
+    "Run",
+    "Settings",
+    "Status",
+    "UsageError",
+    "VerifyReport",
+    "__version__",
+    "init",
+]

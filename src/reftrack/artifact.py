@@ -1,0 +1,408 @@
+"""Artifact: a named, typed collection of references; once logged, one immutable version."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from typing import Any
+
+from .backends import Backend, ObjectStat
+from .context import Context
+from .errors import NotFound, ObjectNotFound, UsageError
+from .manifest import Manifest, ManifestEntry, ManifestSource
+from .progress import NullProgress, Progress
+from .registry import RunRecord, VersionRecord, check_name
+from .registry.store import _json_safe
+from .settings import Settings
+from .transfer import DownloadReport, download_manifest
+from .uri import RefURI, check_entry_path, parse_uri
+from .verify import VerifyReport, verify_manifest
+
+__all__ = ["Artifact", "DownloadPath"]
+
+_PROGRESS_EVERY = 500
+
+
+class DownloadPath(str):
+    """The directory an artifact was downloaded to (a ``str``, as in W&B), with the
+    per-file ``report`` attached."""
+
+    report: DownloadReport
+
+    def __new__(cls, path: str, report: DownloadReport) -> DownloadPath:
+        made = super().__new__(cls, path)
+        made.report = report
+        return made
+
+
+class Artifact:
+    """A collection of references to objects in buckets.
+
+    Build one, add references, log it from a run::
+
+        art = reftrack.Artifact("images", type="dataset")
+        art.add_reference("s3://bucket/images/")
+        run.log_artifact(art, aliases=["raw"])
+
+    A logged artifact (from ``run.log_artifact``, ``run.use_artifact`` or
+    ``Api().artifact("project/name:v0")``) is immutable: ``manifest``, ``version``,
+    ``aliases``, ``download()``, ``verify()``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        type: str,
+        description: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        *,
+        settings: Settings | None = None,
+    ) -> None:
+        self._name = check_name(name, "artifact name")
+        self._type = check_name(type, "artifact type")
+        if description is not None and not isinstance(description, str):
+            raise UsageError(f"description must be a string, not {type(description).__name__}")
+        self._description = description
+        if metadata is not None and not isinstance(metadata, dict):
+            raise UsageError(f"metadata must be a dict, not {metadata.__class__.__name__}")
+        self._metadata: dict[str, Any] = _json_safe(metadata or {}, "metadata")
+        self._ctx = Context(settings)
+        self._manifest: Manifest | None = Manifest()
+        self._record: VersionRecord | None = None
+        self.new_version: bool | None = None
+        """After logging: True when a new version was created, False when an identical
+        version already existed and was returned."""
+
+    @classmethod
+    def _from_record(
+        cls, ctx: Context, record: VersionRecord, manifest: Manifest | None = None
+    ) -> Artifact:
+        art = cls.__new__(cls)
+        art._name = record.name
+        art._type = record.type
+        art._description = record.description
+        art._metadata = dict(record.metadata)
+        art._ctx = ctx
+        art._manifest = manifest
+        art._record = record
+        art.new_version = None
+        return art
+
+    def _bind(self, ctx: Context, record: VersionRecord, created: bool) -> None:
+        """Become the logged version ``record``."""
+        self._ctx = ctx
+        self._record = record
+        self._description = record.description
+        self._metadata = dict(record.metadata)
+        self.new_version = created
+        if not created:
+            self._manifest = None  # the existing version's manifest (same digest) is loaded
+
+    # -- identity -----------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """``name:vN`` once logged (as in W&B), the plain name before."""
+        return f"{self._name}:{self.version}" if self._record else self._name
+
+    @property
+    def base_name(self) -> str:
+        """The artifact's name without a version."""
+        return self._name
+
+    @property
+    def type(self) -> str:
+        return self._type
+
+    @property
+    def description(self) -> str | None:
+        return self._description
+
+    @description.setter
+    def description(self, value: str | None) -> None:
+        self._require_unlogged("change the description of")
+        self._description = value
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """A dict; editable before logging, a copy afterwards."""
+        return self._metadata if self._record is None else dict(self._metadata)
+
+    @metadata.setter
+    def metadata(self, value: dict[str, Any]) -> None:
+        self._require_unlogged("change the metadata of")
+        if not isinstance(value, dict):
+            raise UsageError(f"metadata must be a dict, not {type(value).__name__}")
+        self._metadata = _json_safe(value, "metadata")
+
+    @property
+    def is_logged(self) -> bool:
+        return self._record is not None
+
+    def _logged(self) -> VersionRecord:
+        if self._record is None:
+            raise UsageError(
+                f"artifact {self._name!r} is not logged yet; log it with run.log_artifact(...)"
+            )
+        return self._record
+
+    @property
+    def version(self) -> str:
+        return self._logged().version
+
+    @property
+    def project(self) -> str:
+        return self._logged().project
+
+    @property
+    def qualified_name(self) -> str:
+        """``project/name:vN``."""
+        return self._logged().qualified_name
+
+    @property
+    def aliases(self) -> list[str]:
+        return list(self._record.aliases) if self._record else []
+
+    @property
+    def created_at(self) -> datetime:
+        return self._logged().created_at
+
+    @property
+    def digest(self) -> str:
+        """The manifest digest (SHA-256 of the canonical entries)."""
+        return self._record.digest if self._record else self.manifest.digest
+
+    @property
+    def size(self) -> int:
+        return self._record.size if self._record else self.manifest.size
+
+    @property
+    def file_count(self) -> int:
+        return self._record.entry_count if self._record else len(self.manifest)
+
+    @property
+    def manifest(self) -> Manifest:
+        if self._manifest is None:
+            self._manifest = self._ctx.registry.load_manifest(self._logged().digest)
+        return self._manifest
+
+    def get_entry(self, path: str) -> ManifestEntry:
+        try:
+            return self.manifest.entries[path]
+        except KeyError:
+            raise NotFound(f"{self._label()} has no entry {path!r}") from None
+
+    def _label(self) -> str:
+        return self._record.qualified_name if self._record else self._name
+
+    def __repr__(self) -> str:
+        return f"<Artifact {self._label()} ({self._type}, {self.file_count} entries)>"
+
+    def _require_unlogged(self, action: str) -> None:
+        if self._record is not None:
+            raise UsageError(
+                f"cannot {action} {self._record.qualified_name}: a logged version is immutable; "
+                "build a new Artifact with the same name to log the next version"
+            )
+
+    # -- references ---------------------------------------------------------------------------
+
+    def add_reference(
+        self,
+        uri: str,
+        name: str | None = None,
+        checksum: bool = True,
+        max_objects: int | None = None,
+        *,
+        progress: Progress | None = None,
+    ) -> list[ManifestEntry]:
+        """Reference an object or every object under a prefix, without copying anything.
+
+        - ``s3://b/key`` or ``s3://b/key?versionId=...``: that object, that exact version;
+        - ``s3://b/prefix/`` (or ``s3://b/prefix`` when no such object exists): every current
+          object under ``prefix/``, from a bulk listing (one request per 1000 versions);
+        - ``checksum=False`` records the URIs only (no version id, ETag or size);
+        - more than ``max_objects`` objects is an error, never a silent truncation.
+
+        Returns the entries added.
+        """
+        self._require_unlogged("add references to")
+        if not isinstance(checksum, bool):
+            raise UsageError(f"checksum must be True or False, not {checksum!r}")
+        limit = self._ctx.settings.max_objects if max_objects is None else max_objects
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise UsageError(f"max_objects must be a whole number of at least 1, not {limit!r}")
+        if name is not None:
+            check_entry_path(name, what="name")
+        ref = parse_uri(uri)
+        backend = self._ctx.backends.for_uri(ref)
+        progress = progress or NullProgress()
+
+        stat: ObjectStat | None = None
+        hint = ""
+        if ref.version_id is not None:
+            try:
+                stat = backend.stat(ref)
+            except ObjectNotFound as exc:
+                raise ObjectNotFound(
+                    f"cannot reference {ref}: {exc}", str(ref), delete_marker=exc.delete_marker
+                ) from exc
+        elif not ref.is_dir_like:
+            try:
+                stat = backend.stat(ref)
+            except ObjectNotFound as exc:
+                if exc.delete_marker:
+                    hint = f" ({ref} itself is deleted: its current version is a delete marker)"
+        if stat is not None:
+            entries, source = self._reference_object(backend, stat, name, checksum)
+        else:
+            prefix = ref if ref.is_dir_like else ref.child(ref.key + "/")
+            entries, source = self._reference_prefix(
+                backend, prefix, name, checksum, limit, progress, original=ref, hint=hint
+            )
+        assert self._manifest is not None
+        for entry in entries:  # check every path before adding any: all or nothing
+            existing = self._manifest.entries.get(entry.path)
+            if existing is not None and existing.canonical() != entry.canonical():
+                raise UsageError(
+                    f"entry path {entry.path!r} is already taken by {existing.uri}; cannot also "
+                    f"point it at {entry.uri}. Give one of the references another name=..."
+                )
+        for entry in entries:
+            self._manifest.add(entry)
+        self._manifest.sources.append(source)
+        return entries
+
+    def _reference_object(
+        self, backend: Backend, stat: ObjectStat, name: str | None, checksum: bool
+    ) -> tuple[list[ManifestEntry], ManifestSource]:
+        ref = stat.uri
+        path = name if name is not None else check_entry_path(
+            ref.key.rpartition("/")[2], what=f"the file name of {ref}"
+        )
+        source = ManifestSource(
+            uri=str(ref), kind="object", name=name, entries=1, listed=1,
+            versioning=backend.versioning(ref.bucket), checksum=checksum,
+        )
+        return [_entry(path, stat, checksum)], source
+
+    def _reference_prefix(
+        self,
+        backend: Backend,
+        prefix: RefURI,
+        name: str | None,
+        checksum: bool,
+        limit: int,
+        progress: Progress,
+        *,
+        original: RefURI,
+        hint: str,
+    ) -> tuple[list[ManifestEntry], ManifestSource]:
+        versioning = backend.versioning(prefix.bucket)
+        entries: list[ManifestEntry] = []
+        listed = 0
+        markers = 0
+        progress.start(f"listing {prefix}", total=None, unit="objects")
+        try:
+            for stat in backend.scan(prefix, all_versions=True):
+                listed += 1
+                if listed % _PROGRESS_EVERY == 0:
+                    progress.advance(_PROGRESS_EVERY)
+                if not stat.is_latest or stat.is_delete_marker:
+                    continue
+                rel = stat.key[len(prefix.key):]
+                if rel == "" or rel.endswith("/"):
+                    markers += 1  # a zero-byte "directory marker", not a file
+                    continue
+                if len(entries) >= limit:
+                    raise UsageError(
+                        f"{prefix} holds more than max_objects={limit} objects (listing stopped "
+                        f"at {len(entries) + 1}); raise the limit with max_objects=... "
+                        "(--max-objects) or reference a narrower prefix"
+                    )
+                path = check_entry_path(
+                    f"{name}/{rel}" if name else rel, what=f"key {stat.key!r} gives entry path"
+                )
+                entries.append(_entry(path, stat, checksum))
+        finally:
+            progress.finish()
+        if not entries:
+            where = f"{original} is not an object, and there are no objects under {prefix}"
+            if original == prefix:
+                where = f"there are no objects under {prefix}"
+            raise ObjectNotFound(
+                f"{where}{hint}; check the bucket and key (an empty prefix cannot be referenced)",
+                str(prefix),
+            )
+        source = ManifestSource(
+            uri=str(prefix), kind="prefix", name=name, entries=len(entries), listed=listed,
+            versioning=versioning, checksum=checksum, skipped_markers=markers,
+        )
+        return entries, source
+
+    # -- using a logged version -------------------------------------------------------------
+
+    def download(
+        self,
+        root: str | os.PathLike[str] | None = None,
+        *,
+        concurrency: int | None = None,
+        progress: Progress | None = None,
+    ) -> DownloadPath:
+        """Fetch every entry's pinned version into ``root`` (default
+        ``./artifacts/<name>:<version>``) and return the directory.
+
+        Each file is checked (version, ETag, size; MD5 for single-part ETags) and renamed into
+        place only when correct; files already present and correct are skipped. Raises
+        :class:`~reftrack.errors.DownloadFailed` naming the entries that could not be fetched.
+        """
+        if root is None:
+            root = os.path.join("artifacts", self.name)
+        report = download_manifest(
+            self.manifest,
+            root,
+            self._ctx.backends,
+            concurrency=concurrency or self._ctx.settings.concurrency,
+            progress=progress,
+            label=self._label(),
+        )
+        return DownloadPath(report.root, report)
+
+    def verify(
+        self, *, concurrency: int | None = None, progress: Progress | None = None
+    ) -> VerifyReport:
+        """Re-check every reference against its bucket; see :class:`VerifyReport`."""
+        return verify_manifest(
+            self.manifest,
+            self._ctx.backends,
+            artifact=self._label(),
+            concurrency=concurrency or self._ctx.settings.concurrency,
+            progress=progress,
+        )
+
+    # -- lineage ------------------------------------------------------------------------------
+
+    def logged_by(self) -> RunRecord | None:
+        """The run that logged this version."""
+        record = self._logged()
+        if record.run_id is None:
+            return None
+        return self._ctx.registry.run(record.project, record.run_id)
+
+    def used_by(self) -> list[RunRecord]:
+        """The runs that used this version as an input."""
+        return self._ctx.registry.version_users(self._logged().id)
+
+
+def _entry(path: str, stat: ObjectStat, checksum: bool) -> ManifestEntry:
+    if not checksum:
+        return ManifestEntry(path=path, ref=stat.uri.base)
+    return ManifestEntry(
+        path=path,
+        ref=stat.uri.base,
+        version_id=stat.version_id,
+        etag=stat.etag,
+        size=stat.size,
+        digest=stat.etag,
+        last_modified=stat.last_modified,
+    )

@@ -1,0 +1,120 @@
+"""The backend protocol every storage scheme implements, and its value types.
+
+Nothing above ``backends/`` sees a raw fsspec, boto or gcs dict: backends hand out
+:class:`ObjectStat` values and :class:`ObjectReader` streams only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Literal, Protocol, runtime_checkable
+
+from ..uri import RefURI
+
+__all__ = ["Backend", "ObjectReader", "ObjectStat", "Versioning"]
+
+Versioning = Literal["enabled", "suspended", "disabled", "unknown"]
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectStat:
+    """One object version as the backend reports it, normalised.
+
+    ``uri.version_id`` is None for objects in unversioned buckets (S3 ``"null"``);
+    ``etag`` has no quotes; ``encryption`` is only known from a HEAD or GET.
+    """
+
+    uri: RefURI
+    size: int | None
+    etag: str | None
+    is_latest: bool = True
+    is_delete_marker: bool = False
+    last_modified: datetime | None = None
+    encryption: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.uri.key
+
+    @property
+    def version_id(self) -> str | None:
+        return self.uri.version_id
+
+
+@runtime_checkable
+class ObjectReader(Protocol):
+    """A stream over one exact object version, opened with a single request."""
+
+    stat: ObjectStat
+
+    def read(self, size: int) -> bytes:
+        """Up to ``size`` bytes; ``b""`` at the end."""
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> ObjectReader: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+class Backend(Protocol):
+    """What reftrack needs from a storage scheme.
+
+    Errors are raised as :mod:`reftrack.errors` types only (``ObjectNotFound``,
+    ``BucketNotFound``, ``BucketAccessDenied``, ``BackendError``).
+    """
+
+    scheme: str
+
+    @property
+    def requests(self) -> int:
+        """Requests sent so far (for reports and benchmarks)."""
+
+    def stat(self, uri: RefURI) -> ObjectStat:
+        """One object: the current version, or ``uri.version_id`` exactly (one request)."""
+
+    def scan(
+        self, prefix: RefURI, *, all_versions: bool = False, recursive: bool = True
+    ) -> Iterator[ObjectStat]:
+        """Every object under ``prefix.key`` from a paginated bulk listing.
+
+        With ``all_versions=False`` only current versions that are not delete markers;
+        with ``all_versions=True`` every version and delete marker, ``is_latest`` set.
+        ``recursive=False`` lists direct children only (keys with no further ``/``).
+        """
+
+    def open(self, uri: RefURI, *, if_match: str | None = None) -> ObjectReader:
+        """Stream ``uri`` (its exact version when pinned). ``if_match`` refuses the read
+        with :class:`~reftrack.errors.IntegrityError` when the ETag differs."""
+
+    def versioning(self, bucket: str) -> Versioning:
+        """The bucket's versioning state; ``"unknown"`` when not allowed to ask."""
+
+    def check_bucket(self, bucket: str) -> None:
+        """Raise ``BucketNotFound`` / ``BucketAccessDenied`` unless the bucket is usable."""
+
+
+class ReaderBase:
+    """Context-manager plumbing shared by readers."""
+
+    def close(self) -> None:  # pragma: no cover - overridden
+        pass
+
+    def __enter__(self) -> ReaderBase:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,319 @@
+"""S3 through s3fs (version-aware, listing cache off).
+
+Requests go through ``S3FileSystem.call_s3`` so that s3fs owns credentials, endpoint
+configuration and retries of throttling and network errors, while reftrack decides exactly
+which S3 calls are made: one ``ListObjectVersions`` page per 1000 versions for a prefix, one
+``HeadObject`` for one object, one ``GetObject`` per download. s3fs's listing cache is never
+used (``use_listings_cache=False``, and no ``ls``/``info`` call), so a delete is seen at once.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import fsspec.asyn
+import s3fs
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+from ..errors import (
+    BackendError,
+    BucketAccessDenied,
+    BucketNotFound,
+    IntegrityError,
+    ObjectNotFound,
+    ReftrackError,
+)
+from ..uri import RefURI
+from .base import ObjectStat, ReaderBase, Versioning
+
+__all__ = ["S3Backend"]
+
+PAGE_SIZE = 1000  # S3's maximum page size for ListObjectVersions
+
+_DENIED = {
+    "403",
+    "AccessDenied",
+    "AllAccessDisabled",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "InvalidToken",
+    "TokenRefreshRequired",
+    "AccountProblem",
+}
+_MISSING_OBJECT = {"404", "NoSuchKey", "NoSuchVersion"}
+_UNAVAILABLE = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "503", "500"}
+
+
+def _client_error(exc: BaseException) -> ClientError | None:
+    """The botocore ClientError behind ``exc`` (s3fs re-raises it as an OSError)."""
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if seen is None:
+            return None
+        if isinstance(seen, ClientError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _translate(exc: BaseException, uri: RefURI, operation: str) -> ReftrackError:
+    """The one place S3 errors become reftrack errors, by error code."""
+    where = str(uri) if uri.key or uri.version_id else uri.bucket_uri
+    err = _client_error(exc)
+    if err is None:
+        if isinstance(exc, ReftrackError):
+            return exc
+        if isinstance(exc, NoCredentialsError):
+            return BucketAccessDenied(
+                f"{where}: no AWS credentials found; set AWS_PROFILE or AWS_ACCESS_KEY_ID/"
+                "AWS_SECRET_ACCESS_KEY, or pass storage_options={'s3': {...}}",
+                uri.bucket_uri,
+            )
+        if type(exc).__name__ == "FlexibleChecksumError":
+            return IntegrityError(
+                f"{where}: the bytes received do not match S3's stored checksum ({exc}); "
+                "the transfer was corrupted, try again",
+                uri=str(uri),
+            )
+        if isinstance(exc, BotoCoreError | OSError | TimeoutError):
+            return BackendError(
+                f"{where}: cannot reach S3 ({type(exc).__name__}: {exc}); check the network "
+                "and the endpoint (AWS_ENDPOINT_URL_S3), then retry",
+                uri.bucket_uri,
+            )
+        return BackendError(f"{where}: S3 {operation} failed: {exc!r}", uri.bucket_uri)
+
+    error = err.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    message = error.get("Message") or code
+    meta = err.response.get("ResponseMetadata", {})
+    headers = meta.get("HTTPHeaders", {}) or {}
+    delete_marker = str(headers.get("x-amz-delete-marker", "")).lower() == "true"
+
+    if code == "NoSuchBucket" or (operation == "head_bucket" and code == "404"):
+        return BucketNotFound(
+            f"bucket {uri.bucket_uri} does not exist (or not at this endpoint/region); "
+            "check the name and AWS_ENDPOINT_URL_S3",
+            uri.bucket_uri,
+        )
+    if code in _DENIED:
+        return BucketAccessDenied(
+            f"access denied to {where} ({code}); check the credentials in use "
+            "(AWS_PROFILE, AWS_ACCESS_KEY_ID) and the bucket policy allow "
+            f"s3:{_action(operation)} on {uri.bucket_uri}",
+            uri.bucket_uri,
+        )
+    if code in ("405", "MethodNotAllowed") and uri.version_id:
+        return ObjectNotFound(
+            f"{where}: this version is a delete marker, not an object", str(uri),
+            delete_marker=True,
+        )
+    if code in _MISSING_OBJECT or (code in ("400", "InvalidArgument") and uri.version_id):
+        if uri.version_id:
+            text = f"{where}: version no longer exists (deleted permanently, or a lifecycle rule)"
+        elif delete_marker:
+            text = f"{where}: deleted (the current version is a delete marker)"
+        else:
+            text = f"{where}: no such object"
+        return ObjectNotFound(text, str(uri), delete_marker=delete_marker)
+    if code in ("PreconditionFailed", "412"):
+        return IntegrityError(
+            f"{where}: the object changed since it was recorded (ETag differs)", uri=str(uri)
+        )
+    if code in _UNAVAILABLE:
+        return BackendError(
+            f"{where}: S3 is unavailable or throttling ({code}) even after retries; "
+            "retry later or lower the concurrency (REFTRACK_CONCURRENCY)",
+            uri.bucket_uri,
+        )
+    return BackendError(
+        f"{where}: S3 {operation} failed: {code}: {message}", uri.bucket_uri, code=code
+    )
+
+
+def _action(operation: str) -> str:
+    return {
+        "head_object": "GetObject",
+        "get_object": "GetObject",
+        "list_object_versions": "ListBucketVersions",
+        "list_objects_v2": "ListBucket",
+        "head_bucket": "ListBucket",
+        "get_bucket_versioning": "GetBucketVersioning",
+    }.get(operation, operation)
+
+
+def _etag(value: Any) -> str | None:
+    if not value:
+        return None
+    return str(value).strip('"')
+
+
+def _version(value: Any) -> str | None:
+    if value in (None, "", "null"):
+        return None
+    return str(value)
+
+
+class S3Backend:
+    """The ``s3://`` backend."""
+
+    scheme = "s3"
+
+    def __init__(
+        self, storage_options: dict[str, Any] | None = None, *, concurrency: int = 32
+    ) -> None:
+        options = dict(storage_options or {})
+        config = dict(options.pop("config_kwargs", None) or {})
+        config.setdefault("max_pool_connections", max(10, concurrency))
+        options.pop("version_aware", None)
+        options.pop("use_listings_cache", None)
+        self._fs = s3fs.S3FileSystem(
+            version_aware=True,
+            use_listings_cache=False,
+            skip_instance_cache=True,
+            config_kwargs=config,
+            **options,
+        )
+        self._versioning: dict[str, Versioning] = {}
+        self._lock = threading.Lock()
+        self._requests = 0
+
+    @property
+    def requests(self) -> int:
+        """How many S3 requests this backend has sent (retries by s3fs not counted)."""
+        return self._requests
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _call(self, operation: str, uri: RefURI, **kwargs: Any) -> dict[str, Any]:
+        with self._lock:
+            self._requests += 1
+        try:
+            result: dict[str, Any] = self._fs.call_s3(operation, **kwargs)
+        except Exception as exc:
+            raise _translate(exc, uri, operation) from (_client_error(exc) or exc)
+        return result
+
+    def _run(self, uri: RefURI, operation: str, func: Any, *args: Any) -> Any:
+        try:
+            return fsspec.asyn.sync(self._fs.loop, func, *args)
+        except Exception as exc:
+            raise _translate(exc, uri, operation) from exc
+
+    @staticmethod
+    def _from_info(bucket: str, key: str, info: dict[str, Any], **flags: Any) -> ObjectStat:
+        """Normalise one listing item or HEAD/GET response (the only place that reads them)."""
+        size = info.get("Size", info.get("ContentLength"))
+        modified = info.get("LastModified")
+        return ObjectStat(
+            uri=RefURI("s3", bucket, key, _version(info.get("VersionId"))),
+            size=int(size) if size is not None else None,
+            etag=_etag(info.get("ETag")),
+            is_latest=bool(info.get("IsLatest", True)),
+            last_modified=modified if isinstance(modified, datetime) else None,
+            encryption=info.get("ServerSideEncryption")
+            or (("SSE-C:" + info["SSECustomerAlgorithm"]) if info.get("SSECustomerAlgorithm")
+                else None),
+            **flags,
+        )
+
+    # -- the protocol ---------------------------------------------------------------------
+
+    def stat(self, uri: RefURI) -> ObjectStat:
+        kwargs: dict[str, Any] = {"Bucket": uri.bucket, "Key": uri.key}
+        if uri.version_id:
+            kwargs["VersionId"] = uri.version_id
+        info = self._call("head_object", uri, **kwargs)
+        return self._from_info(uri.bucket, uri.key, info)
+
+    def scan(
+        self, prefix: RefURI, *, all_versions: bool = False, recursive: bool = True
+    ) -> Iterator[ObjectStat]:
+        kwargs: dict[str, Any] = {"Bucket": prefix.bucket, "Prefix": prefix.key,
+                                  "MaxKeys": PAGE_SIZE}
+        if not recursive:
+            kwargs["Delimiter"] = "/"
+        while True:
+            try:
+                page = self._call("list_object_versions", prefix, **kwargs)
+            except BackendError as exc:
+                if exc.code == "NotImplemented" and not all_versions:
+                    # S3-compatible stores without versioning support (R2, old MinIO).
+                    yield from self._scan_unversioned(prefix, recursive)
+                    return
+                raise
+            bucket = prefix.bucket
+            for item in page.get("Versions", ()):
+                if all_versions or item.get("IsLatest"):
+                    yield self._from_info(bucket, item["Key"], item)
+            if all_versions:
+                for item in page.get("DeleteMarkers", ()):
+                    yield self._from_info(bucket, item["Key"], item, is_delete_marker=True)
+            if not page.get("IsTruncated"):
+                return
+            kwargs["KeyMarker"] = page.get("NextKeyMarker", "")
+            if page.get("NextVersionIdMarker"):
+                kwargs["VersionIdMarker"] = page["NextVersionIdMarker"]
+            else:
+                kwargs.pop("VersionIdMarker", None)
+
+    def _scan_unversioned(self, prefix: RefURI, recursive: bool) -> Iterator[ObjectStat]:
+        kwargs: dict[str, Any] = {"Bucket": prefix.bucket, "Prefix": prefix.key,
+                                  "MaxKeys": PAGE_SIZE}
+        if not recursive:
+            kwargs["Delimiter"] = "/"
+        while True:
+            page = self._call("list_objects_v2", prefix, **kwargs)
+            for item in page.get("Contents", ()):
+                yield self._from_info(prefix.bucket, item["Key"], item)
+            if not page.get("IsTruncated"):
+                return
+            kwargs["ContinuationToken"] = page["NextContinuationToken"]
+
+    def open(self, uri: RefURI, *, if_match: str | None = None) -> S3Reader:
+        kwargs: dict[str, Any] = {"Bucket": uri.bucket, "Key": uri.key}
+        if uri.version_id:
+            kwargs["VersionId"] = uri.version_id
+        if if_match:
+            kwargs["IfMatch"] = f'"{if_match}"'
+        response = self._call("get_object", uri, **kwargs)
+        return S3Reader(self, uri, response)
+
+    def versioning(self, bucket: str) -> Versioning:
+        if bucket not in self._versioning:
+            uri = RefURI("s3", bucket, "")
+            try:
+                status = self._call("get_bucket_versioning", uri, Bucket=bucket).get("Status")
+            except BucketAccessDenied:
+                self._versioning[bucket] = "unknown"
+            else:
+                self._versioning[bucket] = (
+                    "enabled" if status == "Enabled"
+                    else "suspended" if status == "Suspended"
+                    else "disabled"
+                )
+        return self._versioning[bucket]
+
+    def check_bucket(self, bucket: str) -> None:
+        self._call("head_bucket", RefURI("s3", bucket, ""), Bucket=bucket)
+
+
+class S3Reader(ReaderBase):
+    """The body of one ``GetObject``, read in chunks from any thread."""
+
+    def __init__(self, backend: S3Backend, uri: RefURI, response: dict[str, Any]) -> None:
+        self._backend = backend
+        self._uri = uri
+        self._body = response["Body"]
+        self.stat = backend._from_info(uri.bucket, uri.key, response)
+
+    def read(self, size: int) -> bytes:
+        data: bytes = self._backend._run(self._uri, "get_object", self._body.read, size)
+        return data
+
+    def close(self) -> None:
+        self._body.close()

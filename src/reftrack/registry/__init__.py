@@ -1,0 +1,15 @@
+"""The metadata store (SQLAlchemy Core): SQLite by default, PostgreSQL by URL."""
+
+from .names import ArtifactPath, check_alias, check_name, parse_artifact_path
+from .store import ArtifactSummary, Registry, RunRecord, VersionRecord
+
+__all__ = [
+    "ArtifactPath",
+    "ArtifactSummary",
+    "Registry",
+    "RunRecord",
+    "VersionRecord",
+    "check_alias",
+    "check_name",
+    "parse_artifact_path",
+]

@@ -1,0 +1,739 @@
+"""The registry: projects, artifacts, versions, aliases, manifests and runs.
+
+SQLite by default (a file under the user's data dir), any SQLAlchemy URL otherwise. Every
+write is one transaction: an error or a crash part-way leaves the registry as it was.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import secrets
+import socket
+import string
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy.engine import Connection, Engine
+
+from ..errors import ManifestError, NotFound, UsageError
+from ..manifest import Manifest
+from . import schema as t
+from .names import LATEST, VERSION_RE, check_alias, check_name
+
+__all__ = ["ArtifactSummary", "Registry", "RunRecord", "VersionRecord"]
+
+CHUNK_BYTES = 4 * 1024 * 1024
+_WRITE_ATTEMPTS = 5
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class VersionRecord(BaseModel):
+    """One artifact version as the registry knows it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    project: str
+    name: str
+    type: str
+    index: int
+    digest: str
+    description: str | None
+    metadata: dict[str, Any]
+    aliases: list[str]
+    created_at: datetime
+    run_id: str | None
+    entry_count: int
+    size: int
+
+    @property
+    def version(self) -> str:
+        return f"v{self.index}"
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.project}/{self.name}:{self.version}"
+
+
+class ArtifactSummary(BaseModel):
+    """One artifact (all its versions) for listings."""
+
+    model_config = ConfigDict(frozen=True)
+
+    project: str
+    name: str
+    type: str
+    versions: int
+    latest: str
+    aliases: dict[str, str]
+    size: int
+    updated_at: datetime
+
+
+class RunRecord(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    pk: int
+    id: str
+    project: str
+    name: str | None
+    job_type: str | None
+    config: dict[str, Any]
+    state: str
+    started_at: datetime
+    finished_at: datetime | None
+    host: str | None
+    user: str | None
+
+
+def _registry_url(location: str) -> str:
+    if "://" in location:
+        return location
+    path = Path(location).expanduser()
+    if path.exists() and path.is_dir():
+        path = path / "registry.db"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot create the registry directory {path.parent} ({exc.strerror}); set "
+            "REFTRACK_REGISTRY or --registry to a writable path"
+        ) from exc
+    return f"sqlite:///{path.resolve()}"
+
+
+def _json_safe(value: dict[str, Any], what: str) -> dict[str, Any]:
+    try:
+        return dict(json.loads(json.dumps(value, allow_nan=False)))
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"{what} must be JSON-serialisable: {exc}") from exc
+
+
+class Registry:
+    """Where all the metadata lives. Open with a path or SQLAlchemy URL."""
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+        self.url = _registry_url(location)
+        try:
+            self.engine: Engine = sa.create_engine(self.url)
+        except (sa.exc.ArgumentError, ImportError) as exc:
+            raise UsageError(
+                f"cannot open registry {location!r}: {exc}. Give a file path or an SQLAlchemy "
+                "URL such as postgresql://user@host/db"
+            ) from exc
+        if self.engine.dialect.name == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            sa.event.listen(self.engine, "begin", _sqlite_begin)
+        self._init_schema()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __repr__(self) -> str:
+        return f"Registry({self.location!r})"
+
+    # -- schema -----------------------------------------------------------------------------
+
+    def _init_schema(self) -> None:
+        try:
+            t.metadata.create_all(self.engine)
+            with self.engine.begin() as conn:
+                row = conn.execute(
+                    sa.select(t.meta.c.value).where(t.meta.c.key == "schema_version")
+                ).first()
+                if row is None:
+                    conn.execute(
+                        t.meta.insert().values(key="schema_version", value=str(t.SCHEMA_VERSION))
+                    )
+                elif int(row[0]) > t.SCHEMA_VERSION:
+                    raise UsageError(
+                        f"registry {self.location} has schema version {row[0]}, newer than this "
+                        f"reftrack supports ({t.SCHEMA_VERSION}); upgrade reftrack"
+                    )
+        except sa.exc.OperationalError as exc:
+            raise UsageError(
+                f"cannot open registry {self.location}: {exc.orig}; check the path or URL "
+                "(REFTRACK_REGISTRY, --registry)"
+            ) from exc
+        except sa.exc.DatabaseError as exc:
+            raise UsageError(
+                f"{self.location} is not a reftrack registry ({exc.orig}); point "
+                "REFTRACK_REGISTRY or --registry at a registry file or database"
+            ) from exc
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """A write transaction. On SQLite it takes the write lock at once (BEGIN IMMEDIATE),
+        so concurrent writers queue instead of racing."""
+        with self.engine.connect() as conn:
+            conn.execution_options(reftrack_write=True)
+            with conn.begin():
+                yield conn
+
+    # -- projects and artifacts -------------------------------------------------------------
+
+    def _project_id(self, conn: Connection, project: str, *, create: bool) -> int:
+        row = conn.execute(sa.select(t.projects.c.id).where(t.projects.c.name == project)).first()
+        if row is not None:
+            return int(row[0])
+        if not create:
+            raise NotFound(self._missing_project_message(conn, project))
+        result = conn.execute(t.projects.insert().values(name=project, created_at=_now()))
+        return int(result.inserted_primary_key[0])
+
+    def _missing_project_message(self, conn: Connection, project: str) -> str:
+        names = conn.execute(sa.select(t.projects.c.name).order_by(t.projects.c.name)).scalars()
+        known = ", ".join(names) or "none yet"
+        return f"project {project!r} does not exist in {self.location} (projects: {known})"
+
+    def _artifact_row(self, conn: Connection, project: str, name: str) -> sa.Row[Any]:
+        project_id = self._project_id(conn, project, create=False)
+        row = conn.execute(
+            sa.select(t.artifacts).where(
+                t.artifacts.c.project_id == project_id, t.artifacts.c.name == name
+            )
+        ).first()
+        if row is None:
+            names = conn.execute(
+                sa.select(t.artifacts.c.name)
+                .where(t.artifacts.c.project_id == project_id)
+                .order_by(t.artifacts.c.name)
+            ).scalars()
+            known = ", ".join(names) or "none yet"
+            raise NotFound(
+                f"artifact {project}/{name} does not exist (artifacts in {project}: {known})"
+            )
+        return row
+
+    # -- logging a version --------------------------------------------------------------------
+
+    def log_version(
+        self,
+        *,
+        project: str,
+        name: str,
+        type: str,
+        manifest: Manifest,
+        description: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        aliases: Sequence[str] = (),
+        run_pk: int | None = None,
+    ) -> tuple[VersionRecord, bool]:
+        """Record ``manifest`` as the next version of ``project/name``, in one transaction.
+
+        Returns ``(version, created)``. When a version of this artifact already has the same
+        manifest digest, no version is created: that version is returned (``created=False``)
+        and the aliases are moved onto it.
+        """
+        check_name(project, "project name")
+        check_name(name, "artifact name")
+        check_name(type, "artifact type")
+        user_aliases = [check_alias(a) for a in aliases if a != LATEST]
+        meta = _json_safe(metadata or {}, "metadata")
+        digest = manifest.digest
+        with tempfile.SpooledTemporaryFile(max_size=16 * CHUNK_BYTES) as spool:
+            manifest.write(spool)
+            stored_bytes = spool.tell()
+            last_error: Exception | None = None
+            for _ in range(_WRITE_ATTEMPTS):
+                spool.seek(0)
+                try:
+                    with self._write() as conn:
+                        return self._log_in(
+                            conn, project, name, type, manifest, spool, stored_bytes,
+                            description, meta, user_aliases, run_pk, digest,
+                        )
+                except sa.exc.IntegrityError as exc:  # a concurrent writer won a race
+                    last_error = exc
+        raise UsageError(
+            f"could not log {project}/{name}: the registry kept changing under concurrent "
+            f"writers ({last_error}); retry"
+        )
+
+    def _log_in(
+        self,
+        conn: Connection,
+        project: str,
+        name: str,
+        type: str,
+        manifest: Manifest,
+        spool: Any,
+        stored_bytes: int,
+        description: str | None,
+        meta: dict[str, Any],
+        user_aliases: list[str],
+        run_pk: int | None,
+        digest: str,
+    ) -> tuple[VersionRecord, bool]:
+        now = _now()
+        project_id = self._project_id(conn, project, create=True)
+        art = conn.execute(
+            sa.select(t.artifacts).where(
+                t.artifacts.c.project_id == project_id, t.artifacts.c.name == name
+            )
+        ).first()
+        if art is None:
+            artifact_id = int(
+                conn.execute(
+                    t.artifacts.insert().values(
+                        project_id=project_id, name=name, type=type, created_at=now
+                    )
+                ).inserted_primary_key[0]
+            )
+        else:
+            artifact_id = int(art.id)
+            if art.type != type:
+                raise UsageError(
+                    f"artifact {project}/{name} is of type {art.type!r}, not {type!r}; "
+                    "use the same type or another name"
+                )
+        existing = conn.execute(
+            sa.select(t.versions.c.id).where(
+                t.versions.c.artifact_id == artifact_id,
+                t.versions.c.manifest_digest == digest,
+            )
+        ).first()
+        created = existing is None
+        if existing is not None:
+            version_id = int(existing[0])
+        else:
+            self._store_manifest(conn, manifest, spool, stored_bytes, now)
+            top = conn.execute(
+                sa.select(sa.func.max(t.versions.c.idx)).where(
+                    t.versions.c.artifact_id == artifact_id
+                )
+            ).scalar()
+            version_id = int(
+                conn.execute(
+                    t.versions.insert().values(
+                        artifact_id=artifact_id,
+                        idx=0 if top is None else int(top) + 1,
+                        manifest_digest=digest,
+                        description=description,
+                        metadata=meta,
+                        run_pk=run_pk,
+                        created_at=now,
+                    )
+                ).inserted_primary_key[0]
+            )
+        for alias in user_aliases:
+            self._set_alias(conn, artifact_id, alias, version_id)
+        return self._version_by_id(conn, version_id), created
+
+    def _store_manifest(
+        self, conn: Connection, manifest: Manifest, spool: Any, stored_bytes: int, now: datetime
+    ) -> None:
+        digest = manifest.digest
+        known = conn.execute(
+            sa.select(t.manifests.c.digest).where(t.manifests.c.digest == digest)
+        ).first()
+        if known is not None:
+            return
+        conn.execute(
+            t.manifests.insert().values(
+                digest=digest,
+                schema_version=1,
+                entry_count=len(manifest),
+                size=manifest.size,
+                stored_bytes=stored_bytes,
+                created_at=now,
+            )
+        )
+        seq = 0
+        while True:
+            chunk = spool.read(CHUNK_BYTES)
+            if not chunk:
+                break
+            conn.execute(t.manifest_chunks.insert().values(digest=digest, seq=seq, data=chunk))
+            seq += 1
+
+    def _set_alias(self, conn: Connection, artifact_id: int, alias: str, version_id: int) -> None:
+        conn.execute(
+            t.aliases.delete().where(
+                t.aliases.c.artifact_id == artifact_id, t.aliases.c.alias == alias
+            )
+        )
+        conn.execute(
+            t.aliases.insert().values(artifact_id=artifact_id, alias=alias, version_id=version_id)
+        )
+
+    def set_alias(self, version: VersionRecord, alias: str) -> VersionRecord:
+        """Point ``alias`` at ``version`` (moving it from another version if needed)."""
+        check_alias(alias)
+        with self._write() as conn:
+            artifact_id = conn.execute(
+                sa.select(t.versions.c.artifact_id).where(t.versions.c.id == version.id)
+            ).scalar_one()
+            self._set_alias(conn, int(artifact_id), alias, version.id)
+            return self._version_by_id(conn, version.id)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def _version_query(self) -> sa.Select[Any]:
+        return (
+            sa.select(
+                t.versions.c.id,
+                t.versions.c.idx,
+                t.versions.c.artifact_id,
+                t.versions.c.manifest_digest,
+                t.versions.c.description,
+                t.versions.c.metadata,
+                t.versions.c.created_at,
+                t.artifacts.c.name,
+                t.artifacts.c.type,
+                t.projects.c.name.label("project"),
+                t.manifests.c.entry_count,
+                t.manifests.c.size,
+                t.runs.c.id.label("run_id"),
+            )
+            .join(t.artifacts, t.artifacts.c.id == t.versions.c.artifact_id)
+            .join(t.projects, t.projects.c.id == t.artifacts.c.project_id)
+            .join(t.manifests, t.manifests.c.digest == t.versions.c.manifest_digest)
+            .outerjoin(t.runs, t.runs.c.pk == t.versions.c.run_pk)
+        )
+
+    def _record(self, conn: Connection, row: sa.Row[Any]) -> VersionRecord:
+        names = list(
+            conn.execute(
+                sa.select(t.aliases.c.alias)
+                .where(t.aliases.c.version_id == row.id)
+                .order_by(t.aliases.c.alias)
+            ).scalars()
+        )
+        top = conn.execute(
+            sa.select(sa.func.max(t.versions.c.idx)).where(
+                t.versions.c.artifact_id == row.artifact_id
+            )
+        ).scalar()
+        if top == row.idx:
+            names.insert(0, LATEST)
+        return VersionRecord(
+            id=row.id,
+            project=row.project,
+            name=row.name,
+            type=row.type,
+            index=row.idx,
+            digest=row.manifest_digest,
+            description=row.description,
+            metadata=row.metadata or {},
+            aliases=names,
+            created_at=_utc(row.created_at),
+            run_id=row.run_id,
+            entry_count=row.entry_count,
+            size=row.size,
+        )
+
+    def _version_by_id(self, conn: Connection, version_id: int) -> VersionRecord:
+        row = conn.execute(self._version_query().where(t.versions.c.id == version_id)).one()
+        return self._record(conn, row)
+
+    def resolve(self, project: str, name: str, selector: str = LATEST) -> VersionRecord:
+        """The version ``selector`` (``vN``, ``latest`` or an alias) of ``project/name``."""
+        with self.engine.connect() as conn:
+            art = self._artifact_row(conn, project, name)
+            query = self._version_query().where(t.versions.c.artifact_id == art.id)
+            if selector == LATEST:
+                row = conn.execute(query.order_by(t.versions.c.idx.desc()).limit(1)).first()
+            elif VERSION_RE.match(selector):
+                row = conn.execute(query.where(t.versions.c.idx == int(selector[1:]))).first()
+            else:
+                row = conn.execute(
+                    query.join(t.aliases, t.aliases.c.version_id == t.versions.c.id).where(
+                        t.aliases.c.alias == selector, t.aliases.c.artifact_id == art.id
+                    )
+                ).first()
+            if row is None:
+                raise NotFound(self._missing_version_message(conn, project, name, art.id, selector))
+            return self._record(conn, row)
+
+    def _missing_version_message(
+        self, conn: Connection, project: str, name: str, artifact_id: int, selector: str
+    ) -> str:
+        top = conn.execute(
+            sa.select(sa.func.max(t.versions.c.idx)).where(t.versions.c.artifact_id == artifact_id)
+        ).scalar()
+        if top is None:
+            return f"artifact {project}/{name} has no versions"
+        if VERSION_RE.match(selector):
+            return f"{project}/{name} has no version {selector} (versions are v0..v{top})"
+        known = ", ".join(
+            conn.execute(
+                sa.select(t.aliases.c.alias)
+                .where(t.aliases.c.artifact_id == artifact_id)
+                .order_by(t.aliases.c.alias)
+            ).scalars()
+        )
+        return (
+            f"{project}/{name} has no alias {selector!r} "
+            f"(aliases: latest{', ' + known if known else ''}; versions v0..v{top})"
+        )
+
+    def versions(self, project: str, name: str) -> list[VersionRecord]:
+        """Every version of ``project/name``, oldest first."""
+        with self.engine.connect() as conn:
+            art = self._artifact_row(conn, project, name)
+            rows = conn.execute(
+                self._version_query()
+                .where(t.versions.c.artifact_id == art.id)
+                .order_by(t.versions.c.idx)
+            ).all()
+            return [self._record(conn, r) for r in rows]
+
+    def load_manifest(self, digest: str) -> Manifest:
+        """Stream a stored manifest back (chunk by chunk through a spooled file)."""
+        with self.engine.connect() as conn, tempfile.SpooledTemporaryFile(
+            max_size=16 * CHUNK_BYTES
+        ) as spool:
+            rows = conn.execute(
+                sa.select(t.manifest_chunks.c.data)
+                .where(t.manifest_chunks.c.digest == digest)
+                .order_by(t.manifest_chunks.c.seq)
+                .execution_options(yield_per=4)
+            )
+            found = False
+            for (data,) in rows:
+                spool.write(data)
+                found = True
+            if not found:
+                raise ManifestError(f"manifest {digest} is missing from {self.location}")
+            spool.seek(0)
+            manifest = Manifest.read(spool, name=f"manifest {digest[:12]}")
+        if manifest.digest != digest:
+            raise ManifestError(
+                f"manifest {digest} in {self.location} is corrupt: it hashes to {manifest.digest}"
+            )
+        return manifest
+
+    def projects(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return list(
+                conn.execute(sa.select(t.projects.c.name).order_by(t.projects.c.name)).scalars()
+            )
+
+    def artifacts(self, project: str | None = None) -> list[ArtifactSummary]:
+        """A summary of every artifact (of ``project``, when given)."""
+        with self.engine.connect() as conn:
+            query = (
+                sa.select(
+                    t.artifacts.c.id,
+                    t.artifacts.c.name,
+                    t.artifacts.c.type,
+                    t.projects.c.name.label("project"),
+                )
+                .join(t.projects, t.projects.c.id == t.artifacts.c.project_id)
+                .order_by(t.projects.c.name, t.artifacts.c.name)
+            )
+            if project is not None:
+                self._project_id(conn, project, create=False)
+                query = query.where(t.projects.c.name == project)
+            out = []
+            for art in conn.execute(query).all():
+                latest = conn.execute(
+                    self._version_query()
+                    .where(t.versions.c.artifact_id == art.id)
+                    .order_by(t.versions.c.idx.desc())
+                    .limit(1)
+                ).first()
+                if latest is None:
+                    continue
+                count = conn.execute(
+                    sa.select(sa.func.count()).where(t.versions.c.artifact_id == art.id)
+                ).scalar_one()
+                alias_rows = conn.execute(
+                    sa.select(t.aliases.c.alias, t.versions.c.idx)
+                    .join(t.versions, t.versions.c.id == t.aliases.c.version_id)
+                    .where(t.aliases.c.artifact_id == art.id)
+                    .order_by(t.aliases.c.alias)
+                ).all()
+                out.append(
+                    ArtifactSummary(
+                        project=art.project,
+                        name=art.name,
+                        type=art.type,
+                        versions=int(count),
+                        latest=f"v{latest.idx}",
+                        aliases={a.alias: f"v{a.idx}" for a in alias_rows},
+                        size=latest.size,
+                        updated_at=_utc(latest.created_at),
+                    )
+                )
+            return out
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    def create_run(
+        self,
+        *,
+        project: str,
+        run_id: str | None = None,
+        name: str | None = None,
+        job_type: str | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> RunRecord:
+        check_name(project, "project name")
+        if job_type is not None:
+            check_name(job_type, "job type")
+        run_id = run_id or _new_run_id()
+        check_name(run_id, "run id")
+        cfg = _json_safe(config or {}, "config")
+        with self._write() as conn:
+            project_id = self._project_id(conn, project, create=True)
+            taken = conn.execute(
+                sa.select(t.runs.c.pk).where(
+                    t.runs.c.project_id == project_id, t.runs.c.id == run_id
+                )
+            ).first()
+            if taken is not None:
+                raise UsageError(f"run {project}/{run_id} already exists; pick another id")
+            pk = conn.execute(
+                t.runs.insert().values(
+                    id=run_id,
+                    project_id=project_id,
+                    name=name,
+                    job_type=job_type,
+                    config=cfg,
+                    state="running",
+                    started_at=_now(),
+                    host=socket.gethostname(),
+                    user=_user(),
+                )
+            ).inserted_primary_key[0]
+            return self._run_by_pk(conn, int(pk))
+
+    def finish_run(self, run_pk: int, state: str) -> RunRecord:
+        with self._write() as conn:
+            conn.execute(
+                t.runs.update()
+                .where(t.runs.c.pk == run_pk)
+                .values(state=state, finished_at=_now())
+            )
+            return self._run_by_pk(conn, run_pk)
+
+    def _run_by_pk(self, conn: Connection, pk: int) -> RunRecord:
+        row = conn.execute(
+            sa.select(t.runs, t.projects.c.name.label("project"))
+            .join(t.projects, t.projects.c.id == t.runs.c.project_id)
+            .where(t.runs.c.pk == pk)
+        ).one()
+        return RunRecord(
+            pk=row.pk,
+            id=row.id,
+            project=row.project,
+            name=row.name,
+            job_type=row.job_type,
+            config=row.config or {},
+            state=row.state,
+            started_at=_utc(row.started_at),
+            finished_at=_utc(row.finished_at),
+            host=row.host,
+            user=row.user,
+        )
+
+    def run(self, project: str, run_id: str) -> RunRecord:
+        with self.engine.connect() as conn:
+            project_id = self._project_id(conn, project, create=False)
+            pk = conn.execute(
+                sa.select(t.runs.c.pk).where(
+                    t.runs.c.project_id == project_id, t.runs.c.id == run_id
+                )
+            ).scalar()
+            if pk is None:
+                raise NotFound(f"run {project}/{run_id} does not exist")
+            return self._run_by_pk(conn, int(pk))
+
+    def record_use(self, run_pk: int, version: VersionRecord) -> None:
+        """Store the input edge ``run used version`` (idempotent)."""
+        with self._write() as conn:
+            logged_by = conn.execute(
+                sa.select(t.versions.c.run_pk).where(t.versions.c.id == version.id)
+            ).scalar()
+            if logged_by == run_pk:
+                raise UsageError(
+                    f"a run cannot use {version.qualified_name}: it logged that version itself "
+                    "(lineage must not loop)"
+                )
+            known = conn.execute(
+                sa.select(t.run_inputs.c.run_pk).where(
+                    t.run_inputs.c.run_pk == run_pk, t.run_inputs.c.version_id == version.id
+                )
+            ).first()
+            if known is None:
+                conn.execute(
+                    t.run_inputs.insert().values(
+                        run_pk=run_pk, version_id=version.id, used_at=_now()
+                    )
+                )
+
+    def run_inputs(self, run_pk: int) -> list[VersionRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                self._version_query()
+                .join(t.run_inputs, t.run_inputs.c.version_id == t.versions.c.id)
+                .where(t.run_inputs.c.run_pk == run_pk)
+                .order_by(t.run_inputs.c.used_at)
+            ).all()
+            return [self._record(conn, r) for r in rows]
+
+    def run_outputs(self, run_pk: int) -> list[VersionRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                self._version_query()
+                .where(t.versions.c.run_pk == run_pk)
+                .order_by(t.versions.c.created_at, t.versions.c.id)
+            ).all()
+            return [self._record(conn, r) for r in rows]
+
+    def version_users(self, version_id: int) -> list[RunRecord]:
+        with self.engine.connect() as conn:
+            pks = conn.execute(
+                sa.select(t.run_inputs.c.run_pk)
+                .where(t.run_inputs.c.version_id == version_id)
+                .order_by(t.run_inputs.c.used_at)
+            ).scalars()
+            return [self._run_by_pk(conn, int(pk)) for pk in pks]
+
+
+def _new_run_id() -> str:
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(8))
+
+
+def _user() -> str | None:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return os.environ.get("USER")
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    immediate = conn.get_execution_options().get("reftrack_write", False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # pysqlite's own transaction handling is off; _sqlite_begin emits BEGIN instead
+    # (SQLAlchemy's documented recipe for SQLite transactions).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.close()

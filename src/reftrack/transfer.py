@@ -1,0 +1,318 @@
+"""Downloads: every entry by its pinned version, concurrently, checked, atomically written.
+
+For each entry: one ``GetObject`` of the pinned version (``If-Match`` on the recorded ETag for
+objects recorded without a version id), streamed to a temporary file next to the target, then
+checked (version id, ETag, size and, for single-part ETags, the MD5 of the bytes received) and
+renamed into place. Files already present and correct are skipped without any request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, computed_field
+
+from .backends import Backends
+from .errors import (
+    BucketAccessDenied,
+    BucketNotFound,
+    DownloadFailed,
+    IntegrityError,
+    ObjectNotFound,
+    ReftrackError,
+    UsageError,
+)
+from .manifest import Manifest, ManifestEntry
+from .progress import NullProgress, Progress
+from .uri import RefURI, check_entry_path, parse_uri
+
+__all__ = ["DownloadReport", "FileResult", "download_manifest", "multipart_etag_matches"]
+
+CHUNK = 1024 * 1024
+ATTEMPTS = 3
+_MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
+_MULTIPART_ETAG = re.compile(r"^([0-9a-f]{32})-([0-9]+)$")
+_KMS = ("aws:kms", "aws:kms:dsse")
+# Part sizes used by common S3 clients (boto3/awscli 8 MiB, s3fs 50 MiB, minimum 5 MiB, ...).
+_PART_SIZES_MIB = (5, 8, 10, 15, 16, 25, 32, 50, 64, 100, 128, 256, 512, 1024)
+
+
+class FileResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    uri: str
+    action: Literal["downloaded", "skipped", "failed"]
+    bytes: int = 0
+    note: str | None = None
+    error: str | None = None
+
+
+class DownloadReport(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    root: str
+    files: list[FileResult]
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def downloaded(self) -> int:
+        return sum(f.action == "downloaded" for f in self.files)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def skipped(self) -> int:
+        return sum(f.action == "skipped" for f in self.files)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def failed(self) -> int:
+        return sum(f.action == "failed" for f in self.files)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def bytes(self) -> int:
+        return sum(f.bytes for f in self.files if f.action == "downloaded")
+
+
+def _targets(manifest: Manifest, root: Path) -> dict[str, Path]:
+    """Map every entry to its file under ``root``; refuse anything that could escape it."""
+    paths = sorted(manifest.entries)
+    targets: dict[str, Path] = {}
+    for path in paths:
+        check_entry_path(path)
+        target = (root / path).resolve()
+        if not target.is_relative_to(root):
+            raise UsageError(
+                f"entry path {path!r} resolves to {target}, outside the download directory "
+                f"{root} (a symlink in the way?); refusing to write there"
+            )
+        targets[path] = target
+    as_set = set(paths)
+    for path in paths:
+        parent = path.rpartition("/")[0]
+        while parent:
+            if parent in as_set:
+                raise UsageError(
+                    f"entries {parent!r} and {path!r} cannot both be files; rename one of them"
+                )
+            parent = parent.rpartition("/")[0]
+    return targets
+
+
+def _file_md5(path: Path) -> str:
+    h = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class _PartHasher:
+    """Computes the multipart ETag of a stream for one part size."""
+
+    def __init__(self, part_size: int) -> None:
+        self.part_size = part_size
+        self.digests: list[bytes] = []
+        self._h = hashlib.md5(usedforsecurity=False)
+        self._n = 0
+
+    def update(self, data: memoryview) -> None:
+        while data:
+            take = min(len(data), self.part_size - self._n)
+            self._h.update(data[:take])
+            self._n += take
+            data = data[take:]
+            if self._n == self.part_size:
+                self.digests.append(self._h.digest())
+                self._h = hashlib.md5(usedforsecurity=False)
+                self._n = 0
+
+    def etag(self) -> str:
+        digests = self.digests + ([self._h.digest()] if self._n else [])
+        combined = hashlib.md5(b"".join(digests), usedforsecurity=False).hexdigest()
+        return f"{combined}-{len(digests)}"
+
+
+def multipart_etag_matches(path: Path, etag: str, size: int) -> bool:
+    """True when ``path``'s bytes give the multipart ETag ``etag`` for one of the part sizes
+    common S3 clients use (one pass over the file, all candidates at once)."""
+    match = _MULTIPART_ETAG.match(etag)
+    if not match or size <= 0:
+        return False
+    parts = int(match.group(2))
+    mib = 1024 * 1024
+    even = -(-size // parts) if parts else 0
+    candidates = {m * mib for m in _PART_SIZES_MIB} | {even, -(-even // mib) * mib}
+    hashers = [
+        _PartHasher(p) for p in sorted(candidates) if p > 0 and -(-size // p) == parts
+    ]
+    if not hashers:
+        return False
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            for hasher in hashers:
+                hasher.update(memoryview(chunk))
+    return any(hasher.etag() == etag for hasher in hashers)
+
+
+def _already_there(target: Path, entry: ManifestEntry) -> bool:
+    """Is ``target`` already exactly the pinned bytes? Local reads only, no request."""
+    if not target.is_file() or entry.etag is None or entry.size is None:
+        return False
+    if target.stat().st_size != entry.size:
+        return False
+    if _MD5_ETAG.match(entry.etag):
+        return _file_md5(target) == entry.etag
+    return multipart_etag_matches(target, entry.etag, entry.size)
+
+
+class _Downloader:
+    def __init__(self, backends: Backends, progress: Progress) -> None:
+        self.backends = backends
+        self.progress = progress
+        self._lock = threading.Lock()
+
+    def fetch(self, entry: ManifestEntry, target: Path) -> FileResult:
+        ref = parse_uri(entry.ref).with_version(entry.version_id)
+        uri = str(ref)
+        try:
+            if _already_there(target, entry):
+                self.progress.advance(entry.size or 0)
+                return FileResult(path=entry.path, uri=uri, action="skipped", bytes=entry.size or 0,
+                                  note="already present with the pinned content")
+            error: ReftrackError | None = None
+            for _ in range(ATTEMPTS):
+                try:
+                    return self._fetch_once(entry, target, ref)
+                except (ObjectNotFound, BucketNotFound, BucketAccessDenied, IntegrityError,
+                        UsageError) as exc:
+                    error = exc
+                    break
+                except ReftrackError as exc:  # network or throttling: try again
+                    error = exc
+            assert error is not None
+            raise error
+        except ObjectNotFound as exc:
+            message = (
+                f"{exc}; the data pinned for this entry is lost" if entry.pinned else str(exc)
+            )
+            return FileResult(path=entry.path, uri=uri, action="failed", error=message)
+        except ReftrackError as exc:
+            return FileResult(path=entry.path, uri=uri, action="failed", error=str(exc))
+        except OSError as exc:
+            return FileResult(path=entry.path, uri=uri, action="failed",
+                              error=f"cannot write {target}: {exc.strerror or exc}")
+
+    def _fetch_once(self, entry: ManifestEntry, target: Path, ref: RefURI) -> FileResult:
+        backend = self.backends.for_uri(ref)
+        if_match = entry.etag if (not entry.pinned and entry.etag) else None
+        notes: list[str] = []
+        with backend.open(ref, if_match=if_match) as reader:
+            stat = reader.stat
+            if entry.pinned and stat.version_id != entry.version_id:
+                raise IntegrityError(
+                    f"{ref}: the store answered with version {stat.version_id}, not the pinned "
+                    f"{entry.version_id}", expected=entry.version_id, actual=stat.version_id,
+                    path=entry.path, uri=str(ref),
+                )
+            if entry.etag is not None and stat.etag != entry.etag:
+                raise IntegrityError(
+                    f"{ref}: ETag is {stat.etag}, recorded {entry.etag}",
+                    expected=entry.etag, actual=stat.etag, path=entry.path, uri=str(ref),
+                )
+            check_md5 = (
+                entry.etag is not None and bool(_MD5_ETAG.match(entry.etag))
+                and stat.encryption not in _KMS and not (stat.encryption or "").startswith("SSE-C")
+            )
+            if not entry.checksummed:
+                notes.append("not pinned (checksum=False): fetched the current object")
+            elif not entry.pinned:
+                notes.append("no version id recorded: fetched the current object (ETag matched)")
+            if entry.etag and not check_md5:
+                notes.append(
+                    "multipart or encrypted ETag is not an MD5 of the content: "
+                    "checked by ETag header and size"
+                )
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.parent / f".{target.name}.{secrets.token_hex(4)}.reftrack-part"
+            try:
+                md5 = hashlib.md5(usedforsecurity=False) if check_md5 else None
+                received = 0
+                with tmp.open("wb") as out:
+                    while chunk := reader.read(CHUNK):
+                        out.write(chunk)
+                        if md5 is not None:
+                            md5.update(chunk)
+                        received += len(chunk)
+                        self.progress.advance(len(chunk))
+                expected_size = entry.size if entry.size is not None else stat.size
+                if expected_size is not None and received != expected_size:
+                    raise IntegrityError(
+                        f"{ref}: received {received} bytes, expected {expected_size} "
+                        "(truncated transfer)", expected=expected_size, actual=received,
+                        path=entry.path, uri=str(ref),
+                    )
+                if md5 is not None and md5.hexdigest() != entry.etag:
+                    raise IntegrityError(
+                        f"{ref}: the bytes received hash to MD5 {md5.hexdigest()}, "
+                        f"but the pinned ETag is {entry.etag} (corrupt transfer)",
+                        expected=entry.etag, actual=md5.hexdigest(), path=entry.path,
+                        uri=str(ref),
+                    )
+                os.replace(tmp, target)
+            finally:
+                if tmp.exists():
+                    tmp.unlink()
+        return FileResult(path=entry.path, uri=str(ref), action="downloaded", bytes=received,
+                          note="; ".join(notes) or None)
+
+
+def download_manifest(
+    manifest: Manifest,
+    root: str | os.PathLike[str],
+    backends: Backends,
+    *,
+    concurrency: int = 32,
+    progress: Progress | None = None,
+    label: str = "artifact",
+) -> DownloadReport:
+    """Download every entry of ``manifest`` under ``root``.
+
+    Raises :class:`DownloadFailed` (an ``IntegrityError``) naming the entries that could not be fetched exactly (files
+    that were fetched stay in place); :class:`UsageError` before any transfer when an entry
+    path would escape ``root``.
+    """
+    progress = progress or NullProgress()
+    root_path = Path(root).expanduser().resolve()
+    targets = _targets(manifest, root_path)
+    try:
+        root_path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create download directory {root_path}: {exc.strerror}") from exc
+    downloader = _Downloader(backends, progress)
+    entries = manifest.sorted_entries()
+    progress.start("downloading", total=manifest.size or None, unit="bytes")
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+            results = list(pool.map(lambda e: downloader.fetch(e, targets[e.path]), entries))
+    finally:
+        progress.finish()
+    report = DownloadReport(root=str(root_path), files=results)
+    failed = [f for f in results if f.action == "failed"]
+    if failed:
+        lines = "\n".join(f"  {f.path}: {f.error}" for f in failed[:20])
+        more = f"\n  ... and {len(failed) - 20} more" if len(failed) > 20 else ""
+        raise DownloadFailed(
+            f"{len(failed)} of {len(results)} entries of {label} could not be downloaded "
+            f"exactly:\n{lines}{more}",
+            report=report,
+        )
+    return report
