@@ -1,0 +1,338 @@
+"""The ``reftrack`` command: thin verbs over the library, Rich for people, ``--json`` for
+machines. Exit codes: 0 ok, 1 integrity failure, 2 usage error, 3 unreachable/backend error,
+4 not found, 5 access denied, 130 interrupted (README.md, "Exit codes")."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.markup import escape
+
+from . import __version__
+from .api import Api
+from .artifact import Artifact
+from .errors import DownloadFailed, ReftrackError, UsageError
+from .render import (
+    RichProgress,
+    artifacts_table,
+    download_lines,
+    entries_table,
+    make_console,
+    record_lines,
+    size_text,
+    sources_lines,
+    verify_tables,
+    verify_verdict,
+)
+from .run import init
+from .settings import Settings
+
+app = typer.Typer(
+    name="reftrack",
+    help="Track large datasets in place in cloud buckets: pin, verify, download exactly.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+RegistryOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--registry",
+        help="Registry path or SQLAlchemy URL (default: $REFTRACK_REGISTRY, else "
+        "<user data dir>/reftrack/registry.db).",
+        show_default=False,
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
+
+
+class _State:
+    registry: str | None = None
+
+
+def _settings(ctx: typer.Context, registry: str | None) -> Settings:
+    state = ctx.find_root().obj
+    chosen = registry or (state.registry if isinstance(state, _State) else None)
+    return Settings.from_env(registry=chosen)
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _handle_errors(fn: F) -> F:
+    """Turn reftrack errors into a message (or a JSON error) and their exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        as_json = bool(kwargs.get("as_json"))
+        try:
+            return fn(*args, **kwargs)
+        except DownloadFailed as exc:
+            if as_json:
+                _print_json({"error": _error_dict(exc), **exc.report.model_dump(mode="json")})
+            else:
+                make_console(stderr=True).print(f"[red]error:[/] {escape(str(exc))}")
+            raise typer.Exit(exc.exit_code) from None
+        except ReftrackError as exc:
+            if as_json:
+                _print_json({"error": _error_dict(exc)})
+            else:
+                make_console(stderr=True).print(f"[red]error:[/] {escape(str(exc))}")
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            make_console(stderr=True).print("[red]interrupted[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _error_dict(exc: ReftrackError) -> dict[str, Any]:
+    return {"type": type(exc).__name__, "message": str(exc), "exit_code": exc.exit_code}
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"reftrack {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    ctx: typer.Context,
+    registry: RegistryOpt = None,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version_callback, is_eager=True,
+                     help="Print the version and exit."),
+    ] = False,
+) -> None:
+    state = _State()
+    state.registry = registry
+    ctx.obj = state
+
+
+def _parse_metadata(pairs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--metadata takes key=value, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+@app.command("log")
+@_handle_errors
+def log_cmd(
+    ctx: typer.Context,
+    uris: Annotated[list[str], typer.Argument(help="s3://bucket/key, s3://bucket/prefix/, "
+                                              "s3://bucket/key?versionId=...", show_default=False)],
+    project: Annotated[str, typer.Option("--project", "-p", help="Project name.")],
+    name: Annotated[str, typer.Option("--name", "-n", help="Artifact name.")],
+    type_: Annotated[str, typer.Option("--type", "-t", help="Artifact type.")] = "dataset",
+    alias: Annotated[list[str] | None, typer.Option("--alias", "-a",
+                                                    help="Alias to set (repeatable).")] = None,
+    metadata: Annotated[list[str] | None, typer.Option(
+        "--metadata", "-m", help="key=value metadata (repeatable; JSON values allowed).")] = None,
+    description: Annotated[str | None, typer.Option("--description", "-d")] = None,
+    no_checksum: Annotated[bool, typer.Option(
+        "--no-checksum", help="Record URIs only (no version id, ETag, size).")] = False,
+    max_objects: Annotated[int | None, typer.Option(
+        "--max-objects", help="Refuse prefixes with more objects than this.")] = None,
+    job_type: Annotated[str, typer.Option("--job-type", help="Job type of the run "
+                                          "that logs the version.")] = "reftrack-log",
+    registry: RegistryOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Pin objects or prefixes as the next version of PROJECT/NAME."""
+    settings = _settings(ctx, registry)
+    meta = _parse_metadata(metadata or [])
+    progress = RichProgress()
+    art = Artifact(name, type_, description=description, metadata=meta, settings=settings)
+    for uri in uris:
+        art.add_reference(uri, checksum=not no_checksum, max_objects=max_objects,
+                          progress=progress)
+    with init(project=project, job_type=job_type, settings=settings) as run:
+        run.log_artifact(art, aliases=list(alias or []))
+    warnings = _warnings(art)
+    if as_json:
+        _print_json({
+            "artifact": art.qualified_name,
+            "version": art.version,
+            "new_version": art.new_version,
+            "digest": art.digest,
+            "entries": art.file_count,
+            "size": art.size,
+            "aliases": art.aliases,
+            "run": run.path,
+            "sources": [s.model_dump(mode="json") for s in art.manifest.sources],
+            "warnings": warnings,
+        })
+        return
+    console = make_console()
+    if art.new_version:
+        console.print(f"logged [bold]{escape(art.qualified_name)}[/]: {art.file_count} entries, "
+                      f"{size_text(art.size)} (run {escape(run.path)})")
+    else:
+        console.print(f"no new version: the manifest is identical to "
+                      f"[bold]{escape(art.qualified_name)}[/]; aliases updated")
+    console.print(f"aliases: {escape(', '.join(art.aliases))}")
+    for line in sources_lines(art.manifest):
+        console.print(line)
+    err = make_console(stderr=True)
+    for warning in warnings:
+        err.print(f"[yellow]warning:[/] {escape(warning)}")
+
+
+def _warnings(art: Artifact) -> list[str]:
+    out = []
+    for source in art.manifest.sources:
+        if source.versioning in ("disabled", "suspended") and source.checksum:
+            out.append(
+                f"{source.uri}: bucket versioning is {source.versioning}, so version ids are "
+                "not recorded: verify detects changes, but the original bytes cannot be "
+                "downloaded after an overwrite. Enable versioning on the bucket."
+            )
+        if not source.checksum:
+            out.append(f"{source.uri}: checksum=False records URIs only; nothing is pinned")
+        if source.skipped_markers:
+            out.append(f"{source.uri}: skipped {source.skipped_markers} directory marker(s) "
+                       "(zero-byte keys ending in '/')")
+    return out
+
+
+@app.command("ls")
+@_handle_errors
+def ls_cmd(
+    ctx: typer.Context,
+    project: Annotated[str | None, typer.Argument(help="Only this project.")] = None,
+    registry: RegistryOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List artifacts (of PROJECT, or every project)."""
+    api = Api(settings=_settings(ctx, registry))
+    summaries = api.artifact_collections(project)
+    if as_json:
+        _print_json([s.model_dump(mode="json") for s in summaries])
+        return
+    console = make_console()
+    if not summaries:
+        where = f"project {project}" if project else api.settings.registry
+        console.print(f"no artifacts in {escape(where)} yet; log one with `reftrack log`")
+        return
+    console.print(artifacts_table(summaries))
+
+
+@app.command("show")
+@_handle_errors
+def show_cmd(
+    ctx: typer.Context,
+    artifact: Annotated[str, typer.Argument(help="project/name:version_or_alias")],
+    limit: Annotated[int, typer.Option("--limit", help="Entries to show (0: all).")] = 50,
+    registry: RegistryOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a version: metadata, sources and entries with version ids and ETags."""
+    art = Api(settings=_settings(ctx, registry)).artifact(artifact)
+    record = art._logged()
+    manifest = art.manifest
+    if as_json:
+        _print_json({
+            **record.model_dump(mode="json"),
+            "version": record.version,
+            "qualified_name": record.qualified_name,
+            "sources": [s.model_dump(mode="json") for s in manifest.sources],
+            "entries": [
+                {**e.model_dump(mode="json"), "uri": e.uri, "pinned": e.pinned,
+                 "checksum": e.checksummed}
+                for e in manifest.sorted_entries()
+            ],
+        })
+        return
+    console = make_console()
+    for line in record_lines(record):
+        console.print(line)
+    console.print("sources:")
+    for line in sources_lines(manifest):
+        console.print(line)
+    console.print(entries_table(manifest, limit=limit or None))
+
+
+@app.command("verify")
+@_handle_errors
+def verify_cmd(
+    ctx: typer.Context,
+    artifact: Annotated[str, typer.Argument(help="project/name:version_or_alias")],
+    all_entries: Annotated[bool, typer.Option("--all", help="List every entry, not only "
+                                              "those that drifted or failed.")] = False,
+    registry: RegistryOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-check every reference against its bucket. Exit 0 intact (drift allowed),
+    1 integrity failure, 3 unreachable."""
+    art = Api(settings=_settings(ctx, registry)).artifact(artifact)
+    report = art.verify(progress=RichProgress())
+    if as_json:
+        _print_json(report.model_dump(mode="json"))
+    else:
+        console = make_console()
+        console.print(f"verified [bold]{escape(art.qualified_name)}[/]: "
+                      f"{len(report.entries)} entries with {report.requests} request(s)")
+        for table in verify_tables(report, all_entries=all_entries):
+            console.print(table)
+        console.print(verify_verdict(report))
+    raise typer.Exit(report.exit_code)
+
+
+@app.command("get")
+@_handle_errors
+def get_cmd(
+    ctx: typer.Context,
+    artifact: Annotated[str, typer.Argument(help="project/name:version_or_alias")],
+    dest: Annotated[str, typer.Argument(help="Directory to download into.")],
+    concurrency: Annotated[int | None, typer.Option("--concurrency", "-j",
+                                                    help="Parallel transfers.")] = None,
+    registry: RegistryOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Download the exact bytes a version pinned into DEST."""
+    if concurrency is not None and concurrency < 1:
+        raise UsageError(f"--concurrency must be at least 1, got {concurrency}")
+    art = Api(settings=_settings(ctx, registry)).artifact(artifact)
+    path = art.download(dest, concurrency=concurrency, progress=RichProgress())
+    if as_json:
+        _print_json(path.report.model_dump(mode="json"))
+        return
+    console = make_console()
+    for line in download_lines(path.report):
+        console.print(line)
+
+
+@app.command("demo")
+@_handle_errors
+def demo_cmd(
+    workdir: Annotated[str | None, typer.Option(
+        "--workdir", help="Keep the demo's registry and downloads here "
+        "(default: a temporary directory, removed afterwards).")] = None,
+) -> None:
+    """Run the whole story on a local S3 server (moto): log, drift, verify, download."""
+    from .demo import run_demo
+
+    raise typer.Exit(run_demo(make_console(), workdir=workdir))
+
+
+def main() -> None:
+    app()

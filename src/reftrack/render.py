@@ -1,0 +1,255 @@
+"""Rich output for people: tables and progress bars shared by the CLI and the demo."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
+from rich.progress import Progress as RichProgressBar
+from rich.table import Table
+
+from .manifest import Manifest, ManifestEntry
+from .registry import ArtifactSummary, VersionRecord
+from .transfer import DownloadReport
+from .verify import FAILING, Status, VerifyReport
+
+__all__ = [
+    "RichProgress",
+    "make_console",
+    "size_text",
+    "artifacts_table",
+    "entries_table",
+    "verify_tables",
+]
+
+STATUS_STYLE = {
+    Status.OK: "green",
+    Status.MOVED: "yellow",
+    Status.DELETED: "yellow",
+    Status.VERSION_MISSING: "red",
+    Status.CHANGED: "red",
+    Status.CORRUPT: "red",
+    Status.UNREACHABLE: "magenta",
+}
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    """A console that never truncates: wide when output is not a terminal."""
+    console = Console(stderr=stderr, highlight=False, soft_wrap=False)
+    if not console.is_terminal:
+        console.width = max(int(os.environ.get("COLUMNS", "0") or 0), 200)
+    return console
+
+
+def size_text(size: int | None) -> str:
+    if size is None:
+        return "-"
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"  # pragma: no cover
+
+
+class RichProgress:
+    """The library's :class:`~reftrack.progress.Progress`, drawn as Rich progress bars on
+    stderr (only when stderr is a terminal)."""
+
+    def __init__(self, console: Console | None = None, *, enabled: bool | None = None) -> None:
+        self.console = console or make_console(stderr=True)
+        self.enabled = self.console.is_terminal if enabled is None else enabled
+        self._bar: RichProgressBar | None = None
+        self._task: TaskID | None = None
+
+    def start(self, description: str, total: int | None = None, unit: str = "objects") -> None:
+        self.finish()
+        if not self.enabled:
+            return
+        if unit == "bytes":
+            columns: Sequence[Any] = (
+                TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                TransferSpeedColumn(), TimeElapsedColumn(),
+            )
+        elif total is None:
+            columns = (
+                SpinnerColumn(), TextColumn("{task.description}"),
+                TextColumn("{task.completed} " + unit), TimeElapsedColumn(),
+            )
+        else:
+            columns = (
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn(unit), TimeElapsedColumn(),
+            )
+        self._bar = RichProgressBar(*columns, console=self.console, transient=True)
+        self._bar.start()
+        self._task = self._bar.add_task(escape(description), total=total)
+
+    def advance(self, amount: int = 1) -> None:
+        if self._bar is not None and self._task is not None:
+            self._bar.advance(self._task, amount)
+
+    def finish(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+            self._task = None
+
+
+def _version_text(entry: ManifestEntry) -> str:
+    if not entry.checksummed:
+        return "[dim]not recorded (checksum=False)[/]"
+    if entry.version_id is None:
+        return "[yellow](unversioned)[/]"
+    return escape(entry.version_id)
+
+
+def entries_table(manifest: Manifest, *, limit: int | None = None, title: str = "") -> Table:
+    table = Table(title=title or None, title_justify="left", show_lines=False)
+    table.add_column("path", overflow="fold")
+    table.add_column("version id", no_wrap=True)
+    table.add_column("ETag", no_wrap=True)
+    table.add_column("size", justify="right", no_wrap=True)
+    table.add_column("reference", overflow="fold")
+    entries = manifest.sorted_entries()
+    shown = entries if not limit else entries[:limit]
+    for entry in shown:
+        table.add_row(
+            escape(entry.path),
+            _version_text(entry),
+            escape(entry.etag) if entry.etag else "-",
+            size_text(entry.size),
+            escape(entry.ref),
+        )
+    if len(shown) < len(entries):
+        table.caption = f"{len(entries) - len(shown)} more entries (use --limit 0 to show all)"
+    return table
+
+
+def record_lines(record: VersionRecord) -> list[str]:
+    lines = [
+        f"[bold]{escape(record.qualified_name)}[/]  ({escape(record.type)})",
+        f"aliases:     {escape(', '.join(record.aliases)) or '-'}",
+        f"entries:     {record.entry_count}  ({size_text(record.size)})",
+        f"digest:      {record.digest}",
+        f"created:     {record.created_at:%Y-%m-%d %H:%M:%S %Z}",
+        f"logged by:   run {escape(record.run_id) if record.run_id else '-'}",
+    ]
+    if record.description:
+        lines.append(f"description: {escape(record.description)}")
+    if record.metadata:
+        meta = ", ".join(f"{k}={v!r}" for k, v in record.metadata.items())
+        lines.append(f"metadata:    {escape(meta)}")
+    return lines
+
+
+def sources_lines(manifest: Manifest) -> list[str]:
+    lines = []
+    for source in manifest.sources:
+        what = (
+            f"prefix, {source.entries} objects ({source.listed} versions listed)"
+            if source.kind == "prefix" else "one object"
+        )
+        notes = [f"bucket versioning {source.versioning}"]
+        if not source.checksum:
+            notes.append("checksum=False: URIs only, nothing pinned")
+        if source.skipped_markers:
+            notes.append(f"{source.skipped_markers} directory marker(s) skipped")
+        name = f" as {source.name!r}" if source.name else ""
+        lines.append(f"  {escape(source.uri)}{escape(name)}: {what}; {'; '.join(notes)}")
+    return lines
+
+
+def artifacts_table(summaries: Iterable[ArtifactSummary]) -> Table:
+    table = Table()
+    for column in ("artifact", "type", "versions", "latest", "aliases", "size", "updated"):
+        table.add_column(column, no_wrap=column != "aliases")
+    for s in summaries:
+        aliases = ", ".join(f"{a}:{v}" for a, v in s.aliases.items())
+        table.add_row(
+            escape(f"{s.project}/{s.name}"), escape(s.type), str(s.versions), s.latest,
+            escape(aliases) or "-", size_text(s.size), f"{s.updated_at:%Y-%m-%d %H:%M}",
+        )
+    return table
+
+
+def verify_tables(report: VerifyReport, *, all_entries: bool = False) -> list[Any]:
+    """A summary line per status, then the entries that are not ``ok``."""
+    summary = Table(title="verification summary", title_justify="left")
+    summary.add_column("status")
+    summary.add_column("entries", justify="right")
+    summary.add_column("meaning")
+    meaning = {
+        Status.OK: "pinned version intact and current",
+        Status.MOVED: "drift: key overwritten, pinned version intact",
+        Status.DELETED: "drift: key deleted, pinned version intact",
+        Status.VERSION_MISSING: "FAIL: pinned data is gone",
+        Status.CHANGED: "FAIL: unversioned object overwritten",
+        Status.CORRUPT: "FAIL: content does not match the record",
+        Status.UNREACHABLE: "could not check (bucket missing, access denied, network)",
+    }
+    for status in Status:
+        count = report.summary[status.value]
+        if count or status is Status.OK:
+            style = STATUS_STYLE[status]
+            summary.add_row(f"[{style}]{status.value}[/]", str(count), meaning[status])
+    out: list[Any] = [summary]
+    rows = report.entries if all_entries else [e for e in report.entries if e.status != Status.OK]
+    if rows:
+        detail = Table(title="entries" if all_entries else "entries that drifted or failed",
+                       title_justify="left")
+        detail.add_column("path", overflow="fold")
+        detail.add_column("status", no_wrap=True)
+        detail.add_column("detail", overflow="fold")
+        for e in rows:
+            style = STATUS_STYLE[e.status]
+            detail.add_row(escape(e.path), f"[{style}]{e.status.value}[/]", escape(e.detail))
+        out.append(detail)
+    return out
+
+
+def verify_verdict(report: VerifyReport) -> str:
+    n = len(report.entries)
+    statuses = {e.status for e in report.entries}
+    if statuses & FAILING:
+        failed = sum(1 for e in report.entries if e.status in FAILING)
+        return f"[red bold]FAILED[/]: {failed} of {n} entries no longer match what was pinned"
+    if Status.UNREACHABLE in statuses:
+        return "[magenta bold]UNREACHABLE[/]: some entries could not be checked"
+    drift = len(report.drift)
+    if drift:
+        return (f"[green bold]INTACT[/]: all {n} pinned versions are retrievable "
+                f"([yellow]{drift} drifted[/] from the live bucket)")
+    return f"[green bold]INTACT[/]: all {n} entries match"
+
+
+def download_lines(report: DownloadReport) -> list[str]:
+    lines = [
+        f"downloaded {report.downloaded} file(s) ({size_text(report.bytes)}), skipped "
+        f"{report.skipped} already present, to {escape(report.root)}"
+    ]
+    notes: dict[str, int] = {}
+    for f in report.files:
+        if f.note and f.action == "downloaded":
+            notes[f.note] = notes.get(f.note, 0) + 1
+    for note, count in notes.items():
+        lines.append(f"  note ({count} file(s)): {escape(note)}")
+    return lines
+
+
+def stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
