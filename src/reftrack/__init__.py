@@ -16,7 +16,7 @@ follow the runs that produced and used them::
     art.download("./images")
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from importlib import metadata as _metadata
 
 from .api import Api
 from .artifact import Artifact, DownloadPath
@@ -42,8 +42,8 @@ from .transfer import DownloadReport
 from .verify import EntryResult, Status, VerifyReport
 
 try:
-    __version__ = version("reftrack")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = _metadata.version("reftrack")
+except _metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
 __all__ = [

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, replace
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from .errors import InvalidURIError, UsageError
 
@@ -42,7 +42,7 @@ class RefURI:
             return self.base
         if self.scheme == "gs":
             return f"{self.base}#{self.version_id}"
-        return f"{self.base}?versionId={_quote_key(self.version_id)}"
+        return f"{self.base}?versionId={quote(self.version_id, safe='')}"
 
     def with_version(self, version_id: str | None) -> RefURI:
         return replace(self, version_id=version_id)
@@ -82,7 +82,7 @@ def parse_uri(text: str) -> RefURI:
             f"reference URI {_redact(raw)!r} contains control characters; remove them"
         )
     if "://" not in raw:
-        if raw.startswith(("/", "./", "../", "~")) or os.path.sep in raw or "." == raw:
+        if raw.startswith(("/", "./", "../", "~")) or raw in (".", ".."):
             return RefURI("file", "", os.path.abspath(os.path.expanduser(raw)))
         raise InvalidURIError(
             f"{raw!r} has no scheme: write s3://{raw} for an S3 object or prefix, "
@@ -137,10 +137,8 @@ def _parse_bucket_uri(
                 f"{raw!r}: S3 URIs pin a version with ?versionId=..., not #{fragment}"
             )
         if query:
-            try:
-                pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True)
-            except ValueError as exc:
-                raise InvalidURIError(f"{raw!r}: cannot parse query {query!r}") from exc
+            # Not parse_qsl: it would turn '+' (common in S3 version ids) into a space.
+            pairs = [(n, unquote(v)) for n, _, v in (p.partition("=") for p in query.split("&"))]
             names = [name for name, _ in pairs]
             if names != ["versionId"]:
                 raise InvalidURIError(

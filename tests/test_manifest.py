@@ -1,0 +1,113 @@
+import gzip
+import io
+import json
+
+import pytest
+
+from reftrack.errors import ManifestError, UsageError
+from reftrack.manifest import SCHEMA_VERSION, Manifest, ManifestEntry, ManifestSource
+
+
+def entry(path: str, version: str | None = "v1", etag: str = "e" * 32, size: int = 3):
+    return ManifestEntry(path=path, ref=f"s3://bkt/{path}", version_id=version, etag=etag,
+                         size=size, digest=etag)
+
+
+def test_wandb_shapes() -> None:
+    e = entry("a.png", version="3/L4kqtJlcpXroDTDm")
+    assert e.extra == {"etag": "e" * 32, "versionID": "3/L4kqtJlcpXroDTDm"}
+    assert e.ref == "s3://bkt/a.png"
+    # version ids are percent-encoded in URIs ('/' and '+' occur in S3 version ids)
+    assert e.uri == "s3://bkt/a.png?versionId=3%2FL4kqtJlcpXroDTDm"
+    from reftrack.uri import parse_uri
+
+    assert parse_uri(e.uri).version_id == "3/L4kqtJlcpXroDTDm"
+    assert e.digest == e.etag and e.size == 3
+    m = Manifest([e])
+    assert m.entries["a.png"] is e
+
+
+def test_digest_is_order_independent_and_covers_version_ids() -> None:
+    a, b = entry("a"), entry("b")
+    assert Manifest([a, b]).digest == Manifest([b, a]).digest
+    assert Manifest([a, b]).digest != Manifest([a, entry("b", version="v2")]).digest
+    assert Manifest([a]).digest != Manifest([entry("a", size=4)]).digest
+    assert Manifest([a]).digest != Manifest([entry("a", etag="f" * 32)]).digest
+
+
+def test_digest_ignores_sources_and_last_modified() -> None:
+    from datetime import UTC, datetime
+
+    a = entry("a")
+    later = a.model_copy(update={"last_modified": datetime.now(UTC)})
+    src = ManifestSource(uri="s3://bkt/", kind="prefix", entries=1, listed=1)
+    assert Manifest([a]).digest == Manifest([later], sources=[src]).digest
+
+
+def test_conflicting_paths_are_refused() -> None:
+    m = Manifest([entry("a")])
+    m.add(entry("a"))  # the same reference again is fine
+    with pytest.raises(UsageError, match="already taken"):
+        m.add(entry("a", version="other"))
+
+
+def test_unsafe_path_is_refused() -> None:
+    with pytest.raises(ValueError, match="safe relative path"):
+        ManifestEntry(path="../escape", ref="s3://bkt/x")
+
+
+def test_round_trip_is_gzip_json_lines_with_header() -> None:
+    src = ManifestSource(uri="s3://bkt/data/", kind="prefix", entries=2, listed=3,
+                         versioning="enabled")
+    m = Manifest([entry("b"), entry("a", version=None)], sources=[src])
+    data = m.to_bytes()
+    lines = gzip.decompress(data).decode().splitlines()
+    header = json.loads(lines[0])
+    assert header["format"] == "reftrack.manifest"
+    assert header["schema_version"] == SCHEMA_VERSION
+    assert header["digest"] == m.digest and header["entries"] == 2
+    assert [json.loads(line)["path"] for line in lines[1:]] == ["a", "b"]
+    back = Manifest.from_bytes(data)
+    assert back.digest == m.digest
+    assert back.sources == [src]
+    assert back.entries["a"].version_id is None
+    assert m.to_bytes() == data  # deterministic bytes
+
+
+def _rewrite(data: bytes, edit) -> bytes:
+    lines = gzip.decompress(data).decode().splitlines()
+    lines = edit(lines)
+    return gzip.compress(("\n".join(lines) + "\n").encode())
+
+
+def test_corrupt_manifests_are_detected() -> None:
+    data = Manifest([entry("a"), entry("b")]).to_bytes()
+    with pytest.raises(ManifestError, match="truncated"):
+        Manifest.from_bytes(_rewrite(data, lambda ls: ls[:2]))
+    tampered = _rewrite(data, lambda ls: [ls[0], ls[1].replace('"size":3', '"size":4'), ls[2]])
+    with pytest.raises(ManifestError, match="corrupt"):
+        Manifest.from_bytes(tampered)
+    with pytest.raises(ManifestError, match="unreadable"):
+        Manifest.from_bytes(data[: len(data) // 2])
+    with pytest.raises(ManifestError, match="not a reftrack manifest"):
+        Manifest.from_bytes(gzip.compress(b'{"hello": 1}\n'))
+    newer = _rewrite(data, lambda ls: [ls[0].replace('"schema_version":1', '"schema_version":99'),
+                                       *ls[1:]])
+    with pytest.raises(ManifestError, match="upgrade reftrack"):
+        Manifest.from_bytes(newer)
+    evil = _rewrite(data, lambda ls: [ls[0], ls[1].replace('"path":"a"', '"path":"../a"'), ls[2]])
+    with pytest.raises(ManifestError, match="invalid entry"):
+        Manifest.from_bytes(evil)
+
+
+def test_large_manifest_streams(tmp_path) -> None:
+    n = 20_000
+    m = Manifest(entry(f"d/{i:06d}", version=str(i)) for i in range(n))
+    path = tmp_path / "m.jsonl.gz"
+    with path.open("wb") as f:
+        m.write(f)
+    with path.open("rb") as f:
+        back = Manifest.read(f)
+    assert len(back) == n and back.digest == m.digest
+    assert path.stat().st_size < n * 60  # compressed well below one line per entry
+    assert isinstance(io.BytesIO, type)
