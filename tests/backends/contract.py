@@ -1,0 +1,191 @@
+"""The backend contract: one mixin class per behaviour. Every backend's test module binds
+these to its own store through the ``store`` fixture (see test_s3.py)."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import pytest
+
+from reftrack.backends import Backend
+from reftrack.errors import (
+    BucketAccessDenied,
+    BucketNotFound,
+    IntegrityError,
+    ObjectNotFound,
+    ReftrackError,
+)
+from reftrack.uri import RefURI
+
+
+class Store(Protocol):
+    """What a backend's test module provides."""
+
+    backend: Backend
+    bucket: str
+    versioned: bool
+
+    def uri(self, key: str, version: str | None = None) -> RefURI: ...
+    def write(self, key: str, data: bytes) -> str | None: ...
+    def delete(self, key: str) -> None: ...
+    def purge_version(self, key: str, version: str) -> None: ...
+    def missing_bucket_uri(self, key: str) -> RefURI: ...
+    def deny_access(self) -> Any: ...  # context manager
+
+
+def read_all(reader: Any, chunk: int = 7) -> bytes:
+    parts = []
+    while data := reader.read(chunk):
+        parts.append(data)
+    return b"".join(parts)
+
+
+class StatContract:
+    def test_stat_current(self, store: Store) -> None:
+        version = store.write("d/a.txt", b"hello")
+        stat = store.backend.stat(store.uri("d/a.txt"))
+        assert stat.size == 5
+        assert stat.etag and not stat.etag.startswith('"')
+        assert stat.version_id == (version if store.versioned else None)
+        assert stat.key == "d/a.txt" and stat.is_latest and not stat.is_delete_marker
+
+    def test_stat_exact_version_after_overwrite(self, store: Store) -> None:
+        if not store.versioned:
+            pytest.skip("backend keeps no versions")
+        old = store.write("k", b"old bytes")
+        new = store.write("k", b"new")
+        assert old != new
+        stat = store.backend.stat(store.uri("k", old))
+        assert (stat.size, stat.version_id) == (9, old)
+        assert store.backend.stat(store.uri("k")).version_id == new
+
+    def test_zero_byte_object(self, store: Store) -> None:
+        store.write("empty", b"")
+        assert store.backend.stat(store.uri("empty")).size == 0
+
+    def test_missing_key(self, store: Store) -> None:
+        with pytest.raises(ObjectNotFound) as info:
+            store.backend.stat(store.uri("nope"))
+        assert isinstance(info.value, FileNotFoundError)
+        assert "nope" in str(info.value) and not info.value.delete_marker
+
+    def test_missing_version(self, store: Store) -> None:
+        if not store.versioned:
+            pytest.skip("backend keeps no versions")
+        store.write("k", b"x")
+        old = store.write("k", b"y")
+        store.write("k", b"z")
+        assert old is not None
+        store.purge_version("k", old)
+        with pytest.raises(ObjectNotFound, match="version no longer exists"):
+            store.backend.stat(store.uri("k", old))
+
+    def test_deleted_key_reports_the_delete_marker(self, store: Store) -> None:
+        store.write("gone", b"x")
+        store.delete("gone")
+        with pytest.raises(ObjectNotFound) as info:
+            store.backend.stat(store.uri("gone"))
+        assert info.value.delete_marker is store.versioned
+
+
+class ScanContract:
+    def test_scan_lists_current_objects_only_under_the_prefix(self, store: Store) -> None:
+        for key in ("data/a", "data/sub/b", "data/empty", "data2/sibling", "other"):
+            store.write(key, b"" if key.endswith("empty") else key.encode())
+        store.write("data/a", b"overwritten")
+        store.write("data/deleted", b"x")
+        store.delete("data/deleted")
+        found = {s.key: s for s in store.backend.scan(store.uri("data/"))}
+        assert set(found) == {"data/a", "data/sub/b", "data/empty"}
+        assert found["data/a"].size == len(b"overwritten")
+        assert found["data/empty"].size == 0
+        assert all(s.is_latest and not s.is_delete_marker for s in found.values())
+
+    def test_scan_all_versions(self, store: Store) -> None:
+        if not store.versioned:
+            pytest.skip("backend keeps no versions")
+        v1 = store.write("p/k", b"1")
+        v2 = store.write("p/k", b"22")
+        store.write("p/d", b"x")
+        store.delete("p/d")
+        items = list(store.backend.scan(store.uri("p/"), all_versions=True))
+        versions = {(s.key, s.version_id): s for s in items if not s.is_delete_marker}
+        assert versions[("p/k", v1)].is_latest is False
+        assert versions[("p/k", v2)].is_latest is True
+        markers = [s for s in items if s.is_delete_marker]
+        assert [m.key for m in markers] == ["p/d"] and markers[0].is_latest
+
+    def test_scan_not_recursive(self, store: Store) -> None:
+        for key in ("t/a", "t/b", "t/deep/c"):
+            store.write(key, b"x")
+        keys = {s.key for s in store.backend.scan(store.uri("t/"), recursive=False)}
+        assert keys == {"t/a", "t/b"}
+
+    def test_scan_sees_a_delete_at_once(self, store: Store) -> None:
+        """No listing cache: the same backend instance must see a delete immediately."""
+        store.write("c/a", b"x")
+        store.write("c/b", b"y")
+        assert {s.key for s in store.backend.scan(store.uri("c/"))} == {"c/a", "c/b"}
+        store.backend.stat(store.uri("c/a"))
+        store.delete("c/a")
+        assert {s.key for s in store.backend.scan(store.uri("c/"))} == {"c/b"}
+        with pytest.raises(ObjectNotFound):
+            store.backend.stat(store.uri("c/a"))
+
+
+class ReadContract:
+    def test_read_exact_old_version(self, store: Store) -> None:
+        if not store.versioned:
+            pytest.skip("backend keeps no versions")
+        old = store.write("r", b"original bytes")
+        store.write("r", b"replacement")
+        store.delete("r")
+        with store.backend.open(store.uri("r", old)) as reader:
+            assert reader.stat.version_id == old and reader.stat.size == 14
+            assert read_all(reader) == b"original bytes"
+
+    def test_read_current(self, store: Store) -> None:
+        store.write("cur", b"abc" * 1000)
+        with store.backend.open(store.uri("cur")) as reader:
+            assert read_all(reader, 1000) == b"abc" * 1000
+
+    def test_read_missing_version(self, store: Store) -> None:
+        if not store.versioned:
+            pytest.skip("backend keeps no versions")
+        store.write("m", b"1")
+        old = store.write("m", b"2")
+        assert old is not None
+        store.purge_version("m", old)
+        with pytest.raises(ObjectNotFound):
+            store.backend.open(store.uri("m", old))
+
+    def test_if_match_refuses_a_changed_object(self, store: Store) -> None:
+        store.write("im", b"first")
+        etag = store.backend.stat(store.uri("im")).etag
+        store.write("im", b"second")
+        with pytest.raises(IntegrityError, match="changed"):
+            store.backend.open(store.uri("im"), if_match=etag)
+
+
+class ErrorContract:
+    def test_missing_bucket(self, store: Store) -> None:
+        uri = store.missing_bucket_uri("k")
+        with pytest.raises(BucketNotFound, match=uri.bucket):
+            list(store.backend.scan(uri.child("")))
+        with pytest.raises(BucketNotFound, match=uri.bucket):
+            store.backend.check_bucket(uri.bucket)
+
+    def test_access_denied(self, store: Store) -> None:
+        store.write("secret", b"x")
+        with store.deny_access():
+            with pytest.raises(BucketAccessDenied) as info:
+                store.backend.stat(store.uri("secret"))
+            assert isinstance(info.value, PermissionError)
+            assert store.bucket in str(info.value)
+            with pytest.raises(BucketAccessDenied):
+                list(store.backend.scan(store.uri("")))
+
+    def test_errors_keep_the_original_cause(self, store: Store) -> None:
+        with pytest.raises(ReftrackError) as info:
+            store.backend.stat(store.uri("missing-key"))
+        assert info.value.__cause__ is not None

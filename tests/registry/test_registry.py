@@ -1,0 +1,230 @@
+import threading
+
+import pytest
+import sqlalchemy as sa
+
+from reftrack.errors import ManifestError, NotFound, UsageError
+from reftrack.manifest import Manifest, ManifestEntry
+from reftrack.registry import Registry, parse_artifact_path
+from reftrack.registry import schema as t
+from reftrack.registry import store
+
+
+def manifest(*versions: str) -> Manifest:
+    return Manifest(
+        ManifestEntry(path=f"f{i}", ref=f"s3://bkt/f{i}", version_id=v, etag="e" * 32, size=1)
+        for i, v in enumerate(versions)
+    )
+
+
+@pytest.fixture
+def reg(tmp_path) -> Registry:
+    return Registry(str(tmp_path / "reg.db"))
+
+
+def log(reg: Registry, m: Manifest, name: str = "ds", **kw):
+    return reg.log_version(project="p", name=name, type=kw.pop("type", "dataset"), manifest=m, **kw)
+
+
+def counts(reg: Registry) -> dict[str, int]:
+    with reg.engine.connect() as conn:
+        return {
+            table.name: conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+            for table in (t.projects, t.artifacts, t.versions, t.manifests, t.manifest_chunks,
+                          t.aliases)
+        }
+
+
+def test_versions_count_up_and_latest_moves(reg: Registry) -> None:
+    v0, created0 = log(reg, manifest("a"))
+    v1, created1 = log(reg, manifest("b"))
+    assert (v0.version, created0, v1.version, created1) == ("v0", True, "v1", True)
+    assert reg.resolve("p", "ds").version == "v1"
+    assert reg.resolve("p", "ds", "latest").aliases == ["latest"]
+    assert "latest" not in reg.resolve("p", "ds", "v0").aliases
+
+
+def test_same_manifest_twice_creates_no_version(reg: Registry) -> None:
+    v0, _ = log(reg, manifest("a"))
+    again, created = log(reg, manifest("a"), aliases=["best"])
+    assert not created and again.id == v0.id and again.version == "v0"
+    assert "best" in again.aliases
+    assert [v.version for v in reg.versions("p", "ds")] == ["v0"]
+    # the same digest in another artifact is a new artifact's v0, sharing the stored manifest
+    other, created = log(reg, manifest("a"), name="copy")
+    assert created and other.version == "v0"
+    assert counts(reg)["manifests"] == 1
+
+
+def test_aliases_are_unique_per_artifact_and_move(reg: Registry) -> None:
+    log(reg, manifest("a"), aliases=["best", "prod"])
+    v1, _ = log(reg, manifest("b"), aliases=["best"])
+    assert reg.resolve("p", "ds", "best").version == "v1"
+    assert reg.resolve("p", "ds", "prod").version == "v0"
+    assert reg.resolve("p", "ds", "v0").aliases == ["prod"]
+    moved = reg.set_alias(reg.resolve("p", "ds", "v0"), "best")
+    assert moved.aliases == ["best", "prod"]
+    assert reg.resolve("p", "ds", "v1").aliases == ["latest"]
+    # aliases of another artifact are independent
+    log(reg, manifest("c"), name="other", aliases=["best"])
+    assert reg.resolve("p", "ds", "best").version == "v0"
+
+
+def test_latest_passed_as_alias_is_accepted(reg: Registry) -> None:
+    v0, _ = log(reg, manifest("a"), aliases=["latest"])
+    assert v0.aliases == ["latest"]
+
+
+@pytest.mark.parametrize("alias", ["a/b", "a:b", "v3", "", "with space"])
+def test_bad_aliases_are_refused_and_nothing_is_written(reg: Registry, alias: str) -> None:
+    before = counts(reg)
+    with pytest.raises(UsageError, match="alias"):
+        log(reg, manifest("a"), aliases=[alias])
+    assert counts(reg) == before
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("project", "a/b"), ("name", "x:y"), ("type", ""), ("name", "-lead")]
+)
+def test_bad_names_are_refused(reg: Registry, field: str, value: str) -> None:
+    kw = {"project": "p", "name": "n", "type": "dataset", "manifest": manifest("a")}
+    kw[field] = value
+    with pytest.raises(UsageError, match="invalid"):
+        reg.log_version(**kw)
+    assert counts(reg)["versions"] == 0
+
+
+def test_type_is_fixed_per_artifact(reg: Registry) -> None:
+    log(reg, manifest("a"))
+    with pytest.raises(UsageError, match="of type 'dataset', not 'model'"):
+        log(reg, manifest("b"), type="model")
+    assert [v.version for v in reg.versions("p", "ds")] == ["v0"]
+
+
+def test_metadata_must_be_json(reg: Registry) -> None:
+    with pytest.raises(UsageError, match="JSON"):
+        log(reg, manifest("a"), metadata={"x": object()})
+    v, _ = log(reg, manifest("a"), metadata={"lr": 0.1, "tags": ["a"], "nested": {"k": None}})
+    assert reg.resolve("p", "ds").metadata == {"lr": 0.1, "tags": ["a"], "nested": {"k": None}}
+
+
+def test_a_failure_mid_log_leaves_no_trace(reg: Registry, monkeypatch) -> None:
+    log(reg, manifest("a"))
+    before = counts(reg)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("crash while setting aliases")
+
+    monkeypatch.setattr(Registry, "_set_alias", boom)
+    with pytest.raises(RuntimeError):
+        log(reg, manifest("b"), name="fresh", aliases=["best"])
+    assert counts(reg) == before  # no project/artifact/version/manifest/chunk rows
+    with pytest.raises(NotFound):
+        reg.resolve("p", "fresh")
+
+
+def test_concurrent_writers_get_distinct_versions(tmp_path) -> None:
+    path = str(tmp_path / "shared.db")
+    Registry(path)
+    errors: list[BaseException] = []
+
+    def writer(i: int) -> None:
+        try:
+            r = Registry(path)  # own engine, like another process
+            for j in range(5):
+                log(r, manifest(f"w{i}-{j}"))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors
+    assert [v.version for v in Registry(path).versions("p", "ds")] == [f"v{i}" for i in range(20)]
+
+
+def test_large_manifest_is_stored_in_chunks(reg: Registry, monkeypatch) -> None:
+    monkeypatch.setattr(store, "CHUNK_BYTES", 4096)
+    m = Manifest(
+        ManifestEntry(path=f"d/{i:05d}", ref=f"s3://bkt/d/{i:05d}", version_id=f"{i:032x}",
+                      etag=f"{i * 7919:032x}", size=i)
+        for i in range(3000)
+    )
+    v, _ = log(reg, m)
+    assert counts(reg)["manifest_chunks"] > 3
+    back = reg.load_manifest(v.digest)
+    assert back.digest == m.digest and len(back) == 3000
+    assert v.entry_count == 3000 and v.size == sum(range(3000))
+
+
+def test_corrupt_stored_manifest_is_detected(reg: Registry) -> None:
+    v, _ = log(reg, manifest("a", "b"))
+    with reg.engine.begin() as conn:
+        conn.execute(t.manifest_chunks.update().values(data=b"garbage"))
+    with pytest.raises(ManifestError):
+        reg.load_manifest(v.digest)
+
+
+def test_not_found_messages_name_what_exists(reg: Registry) -> None:
+    log(reg, manifest("a"), aliases=["best"])
+    with pytest.raises(NotFound, match=r"project 'nope' does not exist.*projects: p"):
+        reg.resolve("nope", "ds")
+    with pytest.raises(NotFound, match=r"p/other does not exist.*artifacts in p: ds"):
+        reg.resolve("p", "other")
+    with pytest.raises(NotFound, match=r"no version v9 \(versions are v0..v0\)"):
+        reg.resolve("p", "ds", "v9")
+    with pytest.raises(NotFound, match=r"no alias 'prod'.*best"):
+        reg.resolve("p", "ds", "prod")
+
+
+def test_registry_locations(tmp_path) -> None:
+    folder = tmp_path / "dir"
+    folder.mkdir()
+    assert Registry(str(folder)).url.endswith("dir/registry.db")
+    nested = tmp_path / "a" / "b" / "reg.db"
+    Registry(str(nested))
+    assert nested.exists()
+    assert Registry(f"sqlite:///{tmp_path / 'url.db'}").url.startswith("sqlite:///")
+    bad = tmp_path / "notadb"
+    bad.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(UsageError, match="not a reftrack registry"):
+        Registry(str(bad))
+    with pytest.raises(UsageError, match="cannot"):
+        Registry("nosuchdialect://x/y")
+
+
+def test_newer_schema_is_refused(reg: Registry) -> None:
+    with reg.engine.begin() as conn:
+        conn.execute(t.meta.update().values(value="99"))
+    with pytest.raises(UsageError, match="upgrade reftrack"):
+        Registry(reg.location)
+
+
+def test_artifact_paths() -> None:
+    p = parse_artifact_path("proj/name:v3")
+    assert (p.project, p.name, p.selector) == ("proj", "name", "v3")
+    assert parse_artifact_path("proj/name").selector == "latest"
+    assert parse_artifact_path("name:best", default_project="d").project == "d"
+    for bad in ["", "noproject", "a/b/c:v0", "p/n:", "p/n:a/b", "p/n:x:y"]:
+        with pytest.raises(UsageError):
+            parse_artifact_path(bad)
+
+
+def test_runs_and_use_edges(reg: Registry) -> None:
+    producer = reg.create_run(project="p", job_type="ingest", config={"a": 1})
+    v, _ = log(reg, manifest("a"), run_pk=producer.pk)
+    consumer = reg.create_run(project="p", job_type="train")
+    reg.record_use(consumer.pk, v)
+    reg.record_use(consumer.pk, v)  # idempotent
+    assert [r.id for r in reg.version_users(v.id)] == [consumer.id]
+    assert [x.id for x in reg.run_inputs(consumer.pk)] == [v.id]
+    assert [x.id for x in reg.run_outputs(producer.pk)] == [v.id]
+    assert reg.resolve("p", "ds").run_id == producer.id
+    with pytest.raises(UsageError, match="lineage must not loop"):
+        reg.record_use(producer.pk, v)
+    with pytest.raises(UsageError, match="already exists"):
+        reg.create_run(project="p", run_id=producer.id)
+    finished = reg.finish_run(consumer.pk, "finished")
+    assert finished.state == "finished" and finished.finished_at is not None
