@@ -315,17 +315,18 @@ class _Verifier:
             latest: dict[str, ObjectStat] = {}
             versions: dict[tuple[str, str | None], ObjectStat] = {}
             seen = 0
+            budget = listing.budget_pages * PAGE_SIZE
             for stat in backend.scan(listing.prefix, all_versions=True,
                                      recursive=listing.recursive):
                 seen += 1
-                if seen > listing.budget_pages * PAGE_SIZE:
+                if stat.key in wanted:
+                    if stat.is_latest:
+                        latest[stat.key] = stat
+                    if not stat.is_delete_marker:
+                        versions[(stat.key, stat.version_id)] = stat
+                if seen >= budget:
+                    # Stop before the generator asks for another page; HEADs are cheaper now.
                     return listing.items
-                if stat.key not in wanted:
-                    continue
-                if stat.is_latest:
-                    latest[stat.key] = stat
-                if not stat.is_delete_marker:
-                    versions[(stat.key, stat.version_id)] = stat
         except ObjectNotFound:
             return listing.items
         except ReftrackError as exc:
