@@ -1,0 +1,49 @@
+"""The set-up promises: README's two commands, .ci/run, dependency floors, entry points."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def readme_setup_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Set-up", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```bash\n(.+?)\n```", section)
+
+
+def test_readme_opens_with_exactly_two_setup_commands() -> None:
+    commands = readme_setup_commands()
+    assert len(commands) == 2
+    demo, tests = commands
+    assert "'.[demo]'" in demo and demo.endswith("reftrack demo")
+    assert "'.[test]'" in tests and "pytest" in tests
+
+
+def test_ci_runs_exactly_the_readme_test_command() -> None:
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert readme_setup_commands()[1] in ci
+    assert any("pip check" in line for line in ci)
+
+
+def test_dependency_floors_avoid_the_resolver_trap() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    deps = {re.split(r"[<>=!\[; ]", d, maxsplit=1)[0].lower(): d for d in project["dependencies"]}
+    for name in ("s3fs", "fsspec"):
+        floor = re.search(r">=\s*(\d+)", deps[name])
+        assert floor and int(floor.group(1)) >= 2024, deps[name]
+    assert "<" not in deps["boto3"], "do not cap boto3: let pip match aiobotocore"
+    assert {"test", "demo"} <= set(project["optional-dependencies"])
+
+
+def test_version_and_module_entry_point() -> None:
+    import reftrack
+
+    out = subprocess.run([sys.executable, "-m", "reftrack", "--version"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == f"reftrack {reftrack.__version__}"
