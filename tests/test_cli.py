@@ -392,12 +392,6 @@ def test_log_bad_uri_is_a_usage_error(seeded: dict[str, str], uri: str, needle: 
     assert ls_json() == []
 
 
-@pytest.mark.xfail(
-    reason="BUG: a secret key containing '/' (common in AWS secret keys) is echoed: the URI "
-    "splits at the '/', the '@' is no longer in the netloc, and the bucket-name error prints "
-    "the raw URI unredacted",
-    strict=True,
-)
 def test_log_credentials_with_a_slash_are_not_echoed(seeded: dict[str, str]) -> None:
     uri = "s3://AKIAEXAMPLE:wJalrXUtn/FEMIK7MDENGbPxRfiCYEXAMPLEKEY@test-bucket/data/"
     result = log(uri)
@@ -439,12 +433,6 @@ def test_log_bad_project_name_and_type_change_are_usage_errors(seeded: dict[str,
     assert ls_json()[0]["versions"] == 1
 
 
-@pytest.mark.xfail(
-    reason="BUG: --metadata values are parsed with Python's json.loads, which accepts NaN/"
-    "Infinity; the float is then refused as not JSON-serialisable (exit 2) instead of the "
-    "plain string being kept",
-    strict=True,
-)
 def test_log_metadata_nan_is_kept_as_a_string(seeded: dict[str, str]) -> None:
     result = log(PREFIX, "-m", "note=NaN", "-m", "limit=Infinity")
     assert result.exit_code == 0, _explain(result)
@@ -587,11 +575,6 @@ def test_show_limit(logged: dict[str, str]) -> None:
     assert all(vid in every.stdout for vid in logged.values())
 
 
-@pytest.mark.xfail(
-    reason="BUG: show --limit accepts a negative number: --limit -1 silently shows all but the "
-    "last entry and claims '1 more entries' instead of a usage error",
-    strict=True,
-)
 def test_show_negative_limit_is_a_usage_error(logged: dict[str, str]) -> None:
     result = cli("show", f"{ART}:v0", "--limit", "-1")
     assert result.exit_code == 2, _explain(result)
@@ -815,12 +798,6 @@ def test_get_fails_when_a_pinned_version_is_destroyed(
     assert "version no longer exists" in failed[0]["error"]
 
 
-@pytest.mark.xfail(
-    reason="BUG: get exits 1 (integrity failure) when the bucket is gone or unreachable; "
-    "verify reports the same situation as unreachable (exit 3), and the exit-code contract "
-    "says 3 is unreachable/backend: DownloadFailed always exits 1",
-    strict=True,
-)
 def test_get_unreachable_bucket_exits_3(logged: dict[str, str], s3: Any, tmp_path: Path) -> None:
     destroy_bucket(s3, "test-bucket")
     result = cli("get", f"{ART}:v0", str(tmp_path / "dl"))

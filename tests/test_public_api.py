@@ -35,3 +35,14 @@ def test_error_hierarchy_and_exit_codes() -> None:
 def test_oserror_subclasses_keep_their_message() -> None:
     exc = errors.ObjectNotFound("s3://b/k: gone", "s3://b/k")
     assert str(exc) == "s3://b/k: gone" and exc.uri == "s3://b/k"
+
+
+def test_empty_registry_location_is_refused(monkeypatch) -> None:
+    import pytest
+
+    from reftrack.errors import UsageError
+
+    with pytest.raises(UsageError, match="registry location is empty"):
+        reftrack.Settings(registry="  ")
+    monkeypatch.setenv("REFTRACK_REGISTRY", "")
+    assert reftrack.Settings.from_env().registry  # empty variable = unset: the default

@@ -135,7 +135,7 @@ def test_not_found(data: str) -> None:
 def test_log_artifact_from_a_uri(data: str) -> None:
     with reftrack.init(project="p") as run:
         art = run.log_artifact(data, name="quick", type="dataset", aliases=["a"])
-        with pytest.raises(UsageError, match="name=... and type="):
+        with pytest.raises(UsageError, match=r"name=\.\.\. and type="):
             run.log_artifact(data)
     assert art.qualified_name == "p/quick:v0" and art.file_count == 2
 

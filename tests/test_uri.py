@@ -95,3 +95,23 @@ def test_safe_entry_paths(path: str) -> None:
 def test_unsafe_entry_paths(path: str) -> None:
     with pytest.raises(UsageError, match="not a safe relative path"):
         check_entry_path(path)
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "s3://AKIAEXAMPLE:wJalrXUtn/FEMIK7MDENGbPxRfiCYEXAMPLEKEY@bkt/data/",  # '/' in secret
+        "s3://AKIAEXAMPLE@bkt/k",
+        "gs://user:pw@bkt/k",
+        "https://user:pw@example.com/x",
+    ],
+)
+def test_every_credential_shape_is_refused_and_hidden(uri: str) -> None:
+    with pytest.raises(InvalidURIError, match="credentials") as info:
+        parse_uri(uri)
+    for secret in ("wJalrXUtn", "FEMIK7", "AKIAEXAMPLE", "pw@"):
+        assert secret not in str(info.value)
+
+
+def test_at_sign_in_a_key_is_fine() -> None:
+    assert parse_uri("s3://bkt/users/me@example.com/x").key == "users/me@example.com/x"

@@ -6,8 +6,6 @@ import json
 import math
 from typing import Any
 
-import pytest
-
 import reftrack
 from reftrack.verify import Status
 

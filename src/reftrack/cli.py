@@ -121,6 +121,10 @@ def _main(
     ctx.obj = state
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(name)
+
+
 def _parse_metadata(pairs: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for pair in pairs:
@@ -128,9 +132,9 @@ def _parse_metadata(pairs: list[str]) -> dict[str, Any]:
         if not sep or not key:
             raise UsageError(f"--metadata takes key=value, got {pair!r}")
         try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
+            out[key] = json.loads(value, parse_constant=_no_constant)
+        except (json.JSONDecodeError, ValueError):
+            out[key] = value  # not JSON (or NaN/Infinity, which JSON lacks): keep the text
     return out
 
 
@@ -241,7 +245,7 @@ def ls_cmd(
 def show_cmd(
     ctx: typer.Context,
     artifact: Annotated[str, typer.Argument(help="project/name:version_or_alias")],
-    limit: Annotated[int, typer.Option("--limit", help="Entries to show (0: all).")] = 50,
+    limit: Annotated[int, typer.Option("--limit", min=0, help="Entries to show (0: all).")] = 50,
     registry: RegistryOpt = None,
     as_json: JsonOpt = False,
 ) -> None:

@@ -17,8 +17,8 @@ class's ``exit_code``::
     ├─ ManifestError         unreadable / unsupported manifest  1
     └─ IntegrityError        digest, etag, size or version      1
        │                     drift (.expected, .actual)
-       └─ DownloadFailed     some entries could not be fetched  1
-                             exactly (.report lists them)
+       └─ DownloadFailed     some entries could not be fetched  1, or 3 when
+                             exactly (.report lists them)       all were unreachable
 
 Exit code 0 is success. ``reftrack verify`` exits 1 when any entry failed, else 3 when any
 entry was unreachable (see README.md, "Exit codes").
@@ -155,6 +155,7 @@ class DownloadFailed(IntegrityError):
     :class:`~reftrack.transfer.DownloadReport`) says which and why. Files that were fetched
     stay in place."""
 
-    def __init__(self, message: str, *, report: Any) -> None:
+    def __init__(self, message: str, *, report: Any, exit_code: int = 1) -> None:
         super().__init__(message)
         self.report = report
+        self.exit_code = exit_code  # 3 when every failure was "unreachable", else 1

@@ -193,7 +193,9 @@ class Manifest:
             with gzip.GzipFile(fileobj=fileobj, mode="rb") as gz:
                 return cls._read_lines(gz, name)
         except (OSError, EOFError, UnicodeDecodeError) as exc:
-            raise ManifestError(f"{name} is unreadable ({exc}); it is corrupt or truncated") from exc
+            raise ManifestError(
+                f"{name} is unreadable ({exc}); it is corrupt or truncated"
+            ) from exc
 
     @classmethod
     def _read_lines(cls, lines: Iterable[bytes], name: str) -> Manifest:

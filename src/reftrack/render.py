@@ -29,10 +29,10 @@ from .verify import FAILING, Status, VerifyReport
 
 __all__ = [
     "RichProgress",
-    "make_console",
-    "size_text",
     "artifacts_table",
     "entries_table",
+    "make_console",
+    "size_text",
     "verify_tables",
 ]
 

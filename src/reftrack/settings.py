@@ -49,6 +49,11 @@ class Settings(BaseModel):
                 f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
             )
             raise UsageError(f"invalid reftrack settings: {problems}") from None
+        if not self.registry.strip():
+            raise UsageError(
+                "the registry location is empty; give a path or an SQLAlchemy URL "
+                "(REFTRACK_REGISTRY, --registry)"
+            )
         for name in ("concurrency", "max_objects"):
             if getattr(self, name) < 1:
                 raise UsageError(f"setting {name} must be at least 1, got {getattr(self, name)}")

@@ -53,6 +53,9 @@ class FileResult(BaseModel):
     bytes: int = 0
     note: str | None = None
     error: str | None = None
+    unreachable: bool = False
+    """For failures: the store could not be asked (bucket missing, access denied, network),
+    as opposed to the pinned data being lost or different."""
 
 
 class DownloadReport(BaseModel):
@@ -205,8 +208,11 @@ class _Downloader:
                 f"{exc}; the data pinned for this entry is lost" if entry.pinned else str(exc)
             )
             return FileResult(path=entry.path, uri=uri, action="failed", error=message)
-        except ReftrackError as exc:
+        except (IntegrityError, UsageError) as exc:
             return FileResult(path=entry.path, uri=uri, action="failed", error=str(exc))
+        except ReftrackError as exc:  # BucketNotFound, BucketAccessDenied, network
+            return FileResult(path=entry.path, uri=uri, action="failed", error=str(exc),
+                              unreachable=True)
         except OSError as exc:
             return FileResult(path=entry.path, uri=uri, action="failed",
                               error=f"cannot write {target}: {exc.strerror or exc}")
@@ -286,9 +292,9 @@ def download_manifest(
 ) -> DownloadReport:
     """Download every entry of ``manifest`` under ``root``.
 
-    Raises :class:`DownloadFailed` (an ``IntegrityError``) naming the entries that could not be fetched exactly (files
-    that were fetched stay in place); :class:`UsageError` before any transfer when an entry
-    path would escape ``root``.
+    Raises :class:`DownloadFailed` (an ``IntegrityError``) naming the entries that could not
+    be fetched exactly (files that were fetched stay in place); :class:`UsageError` before
+    any transfer when an entry path would escape ``root``.
     """
     progress = progress or NullProgress()
     root_path = Path(root).expanduser().resolve()
@@ -310,9 +316,12 @@ def download_manifest(
     if failed:
         lines = "\n".join(f"  {f.path}: {f.error}" for f in failed[:20])
         more = f"\n  ... and {len(failed) - 20} more" if len(failed) > 20 else ""
+        unreachable_only = all(f.unreachable for f in failed)
         raise DownloadFailed(
-            f"{len(failed)} of {len(results)} entries of {label} could not be downloaded "
-            f"exactly:\n{lines}{more}",
+            f"{len(failed)} of {len(results)} entries of {label} could not be "
+            f"{'fetched (store unreachable)' if unreachable_only else 'downloaded exactly'}:"
+            f"\n{lines}{more}",
             report=report,
+            exit_code=3 if unreachable_only else 1,
         )
     return report

@@ -66,8 +66,16 @@ def _quote_key(key: str) -> str:
 
 
 def _redact(text: str) -> str:
-    """Hide anything that looks like userinfo so secrets never reach an error message."""
+    """Hide anything that looks like userinfo so secrets never reach an error message.
+
+    ``KEY:SECRET@`` is hidden even when the secret contains ``/`` (AWS secrets often do)."""
+    text = re.sub(r"://[^/@]*:[^@]*@", "://***@", text)
     return re.sub(r"://[^/@]*@", "://***@", text)
+
+
+def _has_credentials(raw: str, netloc: str) -> bool:
+    """``user@host`` in the authority, or ``KEY:SECRET@`` whose secret holds a ``/``."""
+    return "@" in netloc or (":" in netloc and "@" in raw)
 
 
 def parse_uri(text: str) -> RefURI:
@@ -77,10 +85,9 @@ def parse_uri(text: str) -> RefURI:
     raw = text.strip()
     if not raw:
         raise InvalidURIError("empty reference URI: give s3://bucket/key or s3://bucket/prefix/")
+    shown = _redact(raw)
     if _CONTROL_RE.search(raw):
-        raise InvalidURIError(
-            f"reference URI {_redact(raw)!r} contains control characters; remove them"
-        )
+        raise InvalidURIError(f"reference URI {shown!r} contains control characters; remove them")
     if "://" not in raw:
         if raw.startswith(("/", "./", "../", "~")) or raw in (".", ".."):
             return RefURI("file", "", os.path.abspath(os.path.expanduser(raw)))
@@ -92,27 +99,32 @@ def parse_uri(text: str) -> RefURI:
     scheme = parts.scheme.lower()
     if scheme not in KNOWN_SCHEMES:
         raise InvalidURIError(
-            f"unknown scheme {parts.scheme!r} in {_redact(raw)!r}: reftrack understands "
+            f"unknown scheme {parts.scheme!r} in {shown!r}: reftrack understands "
             + ", ".join(f"{s}://" for s in KNOWN_SCHEMES)
         )
-    if "@" in parts.netloc:
+    if scheme in ("s3", "gs") and _has_credentials(raw, parts.netloc):
         raise InvalidURIError(
-            f"{_redact(raw)!r} embeds credentials in the URI; never put keys in a reference "
+            f"{shown!r} embeds credentials in the URI; never put keys in a reference "
             "(they would be stored in the registry). Use AWS_PROFILE, AWS_ACCESS_KEY_ID/"
             "AWS_SECRET_ACCESS_KEY or an instance role instead"
+        )
+    if scheme not in ("s3", "gs") and "@" in parts.netloc:
+        raise InvalidURIError(
+            f"{shown!r} embeds credentials in the URI; never put them in a reference "
+            "(they would be stored in the registry)"
         )
     if scheme == "file":
         if parts.netloc not in ("", "localhost"):
             raise InvalidURIError(
-                f"{raw!r}: file:// URIs name a local absolute path (file:///data/x), "
+                f"{shown!r}: file:// URIs name a local absolute path (file:///data/x), "
                 f"not a host {parts.netloc!r}"
             )
         if parts.query or parts.fragment:
-            raise InvalidURIError(f"{raw!r}: file:// URIs take no ?query or #fragment")
+            raise InvalidURIError(f"{shown!r}: file:// URIs take no ?query or #fragment")
         return RefURI("file", "", unquote(parts.path) or "/")
     if scheme in ("http", "https"):
         if not parts.hostname:
-            raise InvalidURIError(f"{raw!r} has no host")
+            raise InvalidURIError(f"{shown!r} has no host")
         key = parts.path.lstrip("/") + (f"?{parts.query}" if parts.query else "")
         return RefURI(scheme, parts.netloc, key)
     return _parse_bucket_uri(raw, scheme, parts.netloc, parts.path, parts.query, parts.fragment)
@@ -121,20 +133,22 @@ def parse_uri(text: str) -> RefURI:
 def _parse_bucket_uri(
     raw: str, scheme: str, bucket: str, path: str, query: str, fragment: str
 ) -> RefURI:
+    shown = _redact(raw)
     example = f"{scheme}://my-bucket/path/to/key"
     if not bucket:
-        raise InvalidURIError(f"{raw!r} has no bucket: write {example}")
+        raise InvalidURIError(f"{shown!r} has no bucket: write {example}")
     if not _BUCKET_RE.match(bucket) or ".." in bucket:
         raise InvalidURIError(
-            f"{bucket!r} in {raw!r} is not a valid bucket name: 3-63 letters, digits, dots, "
-            "hyphens or underscores, starting and ending with a letter or digit"
+            f"{_redact(bucket)!r} in {shown!r} is not a valid bucket name: 3-63 "
+            "letters, digits, dots, hyphens or underscores, starting and ending with a letter "
+            "or digit"
         )
     key = unquote(path[1:] if path.startswith("/") else path)
     version_id: str | None = None
     if scheme == "s3":
         if fragment:
             raise InvalidURIError(
-                f"{raw!r}: S3 URIs pin a version with ?versionId=..., not #{fragment}"
+                f"{shown!r}: S3 URIs pin a version with ?versionId=..., not #{fragment}"
             )
         if query:
             # Not parse_qsl: it would turn '+' (common in S3 version ids) into a space.
@@ -142,23 +156,23 @@ def _parse_bucket_uri(
             names = [name for name, _ in pairs]
             if names != ["versionId"]:
                 raise InvalidURIError(
-                    f"{raw!r}: the only query an S3 reference takes is one ?versionId=...; "
+                    f"{shown!r}: the only query an S3 reference takes is one ?versionId=...; "
                     f"got {', '.join(names) or query!r}"
                 )
             version_id = pairs[0][1]
             if not version_id:
-                raise InvalidURIError(f"{raw!r}: ?versionId= is empty")
+                raise InvalidURIError(f"{shown!r}: ?versionId= is empty")
     else:  # gs
         if query:
             raise InvalidURIError(
-                f"{raw!r}: GCS URIs pin a generation with #generation, not ?{query}"
+                f"{shown!r}: GCS URIs pin a generation with #generation, not ?{query}"
             )
         if fragment:
             if not fragment.isdigit():
-                raise InvalidURIError(f"{raw!r}: a GCS generation is a number, not {fragment!r}")
+                raise InvalidURIError(f"{shown!r}: a GCS generation is a number, not {fragment!r}")
             version_id = fragment
     if version_id is not None and (key == "" or key.endswith("/")):
-        raise InvalidURIError(f"{raw!r}: a version pins one object, but this names a prefix")
+        raise InvalidURIError(f"{shown!r}: a version pins one object, but this names a prefix")
     return RefURI(scheme, bucket, key, version_id)
 
 

@@ -194,85 +194,74 @@ def _judge(item: _Item, latest: ObjectStat | None, pinned: ObjectStat | None) ->
     """The status of one entry, from the key's current version (``latest``, possibly a
     delete marker) and the pinned version (``pinned``, None when it does not exist)."""
     entry = item.entry
-    base = {
-        "path": entry.path,
-        "uri": str(item.ref),
-        "recorded_etag": entry.etag,
-        "recorded_size": entry.size,
-    }
     live = latest if latest is not None and not latest.is_delete_marker else None
-    if live is not None:
-        base.update(
-            current_version_id=live.version_id, current_etag=live.etag, current_size=live.size
+
+    def result(status: Status, detail: str) -> EntryResult:
+        return EntryResult(
+            path=entry.path,
+            uri=str(item.ref),
+            status=status,
+            detail=detail,
+            recorded_etag=entry.etag,
+            recorded_size=entry.size,
+            current_version_id=live.version_id if live else None,
+            current_etag=live.etag if live else None,
+            current_size=live.size if live else None,
         )
 
     if not entry.checksummed:
         if live is None:
-            return EntryResult(
-                status=Status.VERSION_MISSING,
-                detail="the object no longer exists (recorded with checksum=False: nothing "
-                "was pinned, so nothing can be recovered)",
-                **base,
+            return result(
+                Status.VERSION_MISSING,
+                "the object no longer exists (recorded with checksum=False: nothing was "
+                "pinned, so nothing can be recovered)",
             )
-        return EntryResult(
-            status=Status.OK,
-            detail="exists; recorded with checksum=False, so only existence is checked",
-            **base,
-        )
+        return result(Status.OK, "exists; recorded with checksum=False, so only existence "
+                      "is checked")
 
     if not entry.pinned:
         if live is None:
-            return EntryResult(
-                status=Status.VERSION_MISSING,
-                detail="the object was deleted; it was recorded without a version id "
-                "(unversioned bucket), so its bytes cannot be recovered",
-                **base,
+            return result(
+                Status.VERSION_MISSING,
+                "the object was deleted; it was recorded without a version id (unversioned "
+                "bucket), so its bytes cannot be recovered",
             )
         if live.etag != entry.etag or live.size != entry.size:
-            return EntryResult(
-                status=Status.CHANGED,
-                detail=f"overwritten since it was logged: ETag {entry.etag} -> {live.etag}, "
-                f"size {entry.size} -> {live.size} (unversioned bucket: the original bytes "
-                "are gone)",
-                **base,
+            return result(
+                Status.CHANGED,
+                f"overwritten since it was logged: ETag {entry.etag} -> {live.etag}, size "
+                f"{entry.size} -> {live.size} (unversioned bucket: the original bytes are gone)",
             )
-        return EntryResult(status=Status.OK, detail="unchanged (unversioned object)", **base)
+        return result(Status.OK, "unchanged (unversioned object)")
 
     if pinned is None:
-        return EntryResult(
-            status=Status.VERSION_MISSING,
-            detail=f"version {entry.version_id} no longer exists (deleted permanently or by a "
+        return result(
+            Status.VERSION_MISSING,
+            f"version {entry.version_id} no longer exists (deleted permanently or by a "
             "lifecycle rule); the data pinned for this entry is lost",
-            **base,
         )
     if pinned.etag != entry.etag or pinned.size != entry.size:
-        return EntryResult(
-            status=Status.CORRUPT,
-            detail=f"the pinned version now reports ETag {pinned.etag}, size {pinned.size}; "
+        return result(
+            Status.CORRUPT,
+            f"the pinned version now reports ETag {pinned.etag}, size {pinned.size}; "
             f"recorded ETag {entry.etag}, size {entry.size}",
-            **base,
         )
     if latest is not None and latest.is_delete_marker:
-        return EntryResult(
-            status=Status.DELETED,
-            detail="the key was deleted (current version is a delete marker); the pinned "
-            "version is intact and downloadable",
-            **base,
+        return result(
+            Status.DELETED,
+            "the key was deleted (current version is a delete marker); the pinned version "
+            "is intact and downloadable",
         )
     if live is None:
-        return EntryResult(
-            status=Status.DELETED,
-            detail="the key has no current version; the pinned version is intact",
-            **base,
-        )
+        return result(Status.DELETED, "the key has no current version; the pinned version "
+                      "is intact")
     if live.version_id != entry.version_id:
-        return EntryResult(
-            status=Status.MOVED,
-            detail=f"the key now holds version {live.version_id} (ETag {live.etag}, size "
+        return result(
+            Status.MOVED,
+            f"the key now holds version {live.version_id} (ETag {live.etag}, size "
             f"{live.size}); the pinned version is intact and downloadable",
-            **base,
         )
-    return EntryResult(status=Status.OK, detail="pinned version is current and intact", **base)
+    return result(Status.OK, "pinned version is current and intact")
 
 
 def _unreachable(item: _Item, error: BaseException) -> EntryResult:
@@ -314,11 +303,9 @@ class _Verifier:
                 wanted[item.ref.key].append(item)
             latest: dict[str, ObjectStat] = {}
             versions: dict[tuple[str, str | None], ObjectStat] = {}
-            seen = 0
             budget = listing.budget_pages * PAGE_SIZE
-            for stat in backend.scan(listing.prefix, all_versions=True,
-                                     recursive=listing.recursive):
-                seen += 1
+            scan = backend.scan(listing.prefix, all_versions=True, recursive=listing.recursive)
+            for seen, stat in enumerate(scan, start=1):
                 if stat.key in wanted:
                     if stat.is_latest:
                         latest[stat.key] = stat

@@ -5,9 +5,8 @@ import sqlalchemy as sa
 
 from reftrack.errors import ManifestError, NotFound, UsageError
 from reftrack.manifest import Manifest, ManifestEntry
-from reftrack.registry import Registry, parse_artifact_path
+from reftrack.registry import Registry, parse_artifact_path, store
 from reftrack.registry import schema as t
-from reftrack.registry import store
 
 
 def manifest(*versions: str) -> Manifest:
@@ -58,7 +57,7 @@ def test_same_manifest_twice_creates_no_version(reg: Registry) -> None:
 
 def test_aliases_are_unique_per_artifact_and_move(reg: Registry) -> None:
     log(reg, manifest("a"), aliases=["best", "prod"])
-    v1, _ = log(reg, manifest("b"), aliases=["best"])
+    log(reg, manifest("b"), aliases=["best"])
     assert reg.resolve("p", "ds", "best").version == "v1"
     assert reg.resolve("p", "ds", "prod").version == "v0"
     assert reg.resolve("p", "ds", "v0").aliases == ["prod"]
@@ -104,7 +103,7 @@ def test_type_is_fixed_per_artifact(reg: Registry) -> None:
 def test_metadata_must_be_json(reg: Registry) -> None:
     with pytest.raises(UsageError, match="JSON"):
         log(reg, manifest("a"), metadata={"x": object()})
-    v, _ = log(reg, manifest("a"), metadata={"lr": 0.1, "tags": ["a"], "nested": {"k": None}})
+    log(reg, manifest("a"), metadata={"lr": 0.1, "tags": ["a"], "nested": {"k": None}})
     assert reg.resolve("p", "ds").metadata == {"lr": 0.1, "tags": ["a"], "nested": {"k": None}}
 
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, Self, runtime_checkable
 
 from ..uri import RefURI
 
@@ -108,7 +108,7 @@ class ReaderBase:
     def close(self) -> None:  # pragma: no cover - overridden
         pass
 
-    def __enter__(self) -> ReaderBase:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

@@ -38,10 +38,16 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
+def _utc(value: datetime) -> datetime:
+    """SQLite returns naive datetimes: they were stored in UTC."""
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _pk(result: sa.CursorResult[Any]) -> int:
+    key = result.inserted_primary_key
+    if key is None:  # pragma: no cover - every table here has a primary key
+        raise RuntimeError("the database returned no primary key")
+    return int(key[0])
 
 
 class VersionRecord(BaseModel):
@@ -196,8 +202,7 @@ class Registry:
             return int(row[0])
         if not create:
             raise NotFound(self._missing_project_message(conn, project))
-        result = conn.execute(t.projects.insert().values(name=project, created_at=_now()))
-        return int(result.inserted_primary_key[0])
+        return _pk(conn.execute(t.projects.insert().values(name=project, created_at=_now())))
 
     def _missing_project_message(self, conn: Connection, project: str) -> str:
         names = conn.execute(sa.select(t.projects.c.name).order_by(t.projects.c.name)).scalars()
@@ -291,12 +296,12 @@ class Registry:
             )
         ).first()
         if art is None:
-            artifact_id = int(
+            artifact_id = _pk(
                 conn.execute(
                     t.artifacts.insert().values(
                         project_id=project_id, name=name, type=type, created_at=now
                     )
-                ).inserted_primary_key[0]
+                )
             )
         else:
             artifact_id = int(art.id)
@@ -321,7 +326,7 @@ class Registry:
                     t.versions.c.artifact_id == artifact_id
                 )
             ).scalar()
-            version_id = int(
+            version_id = _pk(
                 conn.execute(
                     t.versions.insert().values(
                         artifact_id=artifact_id,
@@ -332,7 +337,7 @@ class Registry:
                         run_pk=run_pk,
                         created_at=now,
                     )
-                ).inserted_primary_key[0]
+                )
             )
         for alias in user_aliases:
             self._set_alias(conn, artifact_id, alias, version_id)
@@ -603,7 +608,7 @@ class Registry:
             ).first()
             if taken is not None:
                 raise UsageError(f"run {project}/{run_id} already exists; pick another id")
-            pk = conn.execute(
+            pk = _pk(conn.execute(
                 t.runs.insert().values(
                     id=run_id,
                     project_id=project_id,
@@ -615,8 +620,8 @@ class Registry:
                     host=socket.gethostname(),
                     user=_user(),
                 )
-            ).inserted_primary_key[0]
-            return self._run_by_pk(conn, int(pk))
+            ))
+            return self._run_by_pk(conn, pk)
 
     def finish_run(self, run_pk: int, state: str) -> RunRecord:
         with self._write() as conn:
@@ -642,7 +647,7 @@ class Registry:
             config=row.config or {},
             state=row.state,
             started_at=_utc(row.started_at),
-            finished_at=_utc(row.finished_at),
+            finished_at=_utc(row.finished_at) if row.finished_at else None,
             host=row.host,
             user=row.user,
         )
