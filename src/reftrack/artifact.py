@@ -11,8 +11,7 @@ from .context import Context
 from .errors import NotFound, ObjectNotFound, UsageError
 from .manifest import Manifest, ManifestEntry, ManifestSource
 from .progress import NullProgress, Progress
-from .registry import RunRecord, VersionRecord, check_name
-from .registry.store import _json_safe
+from .registry import RunRecord, VersionRecord, check_json, check_name
 from .settings import Settings
 from .transfer import DownloadReport, download_manifest
 from .uri import RefURI, check_entry_path, parse_uri
@@ -65,7 +64,7 @@ class Artifact:
         self._description = description
         if metadata is not None and not isinstance(metadata, dict):
             raise UsageError(f"metadata must be a dict, not {metadata.__class__.__name__}")
-        self._metadata: dict[str, Any] = _json_safe(metadata or {}, "metadata")
+        self._metadata: dict[str, Any] = check_json(metadata or {}, "metadata")
         self._ctx = Context(settings)
         self._manifest: Manifest | None = Manifest()
         self._record: VersionRecord | None = None
@@ -133,7 +132,7 @@ class Artifact:
         self._require_unlogged("change the metadata of")
         if not isinstance(value, dict):
             raise UsageError(f"metadata must be a dict, not {type(value).__name__}")
-        self._metadata = _json_safe(value, "metadata")
+        self._metadata = check_json(value, "metadata")
 
     @property
     def is_logged(self) -> bool:

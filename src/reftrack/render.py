@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -249,7 +248,3 @@ def download_lines(report: DownloadReport) -> list[str]:
     for note, count in notes.items():
         lines.append(f"  note ({count} file(s)): {escape(note)}")
     return lines
-
-
-def stdout_is_terminal() -> bool:
-    return sys.stdout.isatty()

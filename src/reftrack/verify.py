@@ -276,9 +276,8 @@ def _unreachable(item: _Item, error: BaseException) -> EntryResult:
 
 
 class _Verifier:
-    def __init__(self, backends: Backends, concurrency: int, progress: Progress) -> None:
+    def __init__(self, backends: Backends, progress: Progress) -> None:
         self.backends = backends
-        self.concurrency = concurrency
         self.progress = progress
         self.results: dict[str, EntryResult] = {}
         self._lock = threading.Lock()
@@ -385,7 +384,7 @@ def verify_manifest(
     """Check every entry of ``manifest`` against its bucket and return the report."""
     progress = progress or NullProgress()
     plan = _plan(manifest)
-    verifier = _Verifier(backends, concurrency, progress)
+    verifier = _Verifier(backends, progress)
     before = _requests(backends)
     progress.start("verifying", total=len(manifest), unit="entries")
     try:

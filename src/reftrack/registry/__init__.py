@@ -1,6 +1,6 @@
 """The metadata store (SQLAlchemy Core): SQLite by default, PostgreSQL by URL."""
 
-from .names import ArtifactPath, check_alias, check_name, parse_artifact_path
+from .names import ArtifactPath, check_alias, check_json, check_name, parse_artifact_path
 from .store import ArtifactSummary, Registry, RunRecord, VersionRecord
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "RunRecord",
     "VersionRecord",
     "check_alias",
+    "check_json",
     "check_name",
     "parse_artifact_path",
 ]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 
 from ..errors import UsageError
 
-__all__ = ["ArtifactPath", "check_alias", "check_name", "parse_artifact_path"]
+__all__ = ["ArtifactPath", "check_alias", "check_json", "check_name", "parse_artifact_path"]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _ALIAS_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -22,6 +24,14 @@ def check_name(value: object, what: str) -> str:
             "starting with a letter or digit (no '/' or ':')"
         )
     return value
+
+
+def check_json(value: dict[str, Any], what: str) -> dict[str, Any]:
+    """A JSON-safe copy of ``value`` (metadata, config), or a UsageError saying why not."""
+    try:
+        return dict(json.loads(json.dumps(value, allow_nan=False)))
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"{what} must be JSON-serialisable: {exc}") from exc
 
 
 def check_alias(value: object) -> str:

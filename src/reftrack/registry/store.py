@@ -7,7 +7,6 @@ write is one transaction: an error or a crash part-way leaves the registry as it
 from __future__ import annotations
 
 import getpass
-import json
 import os
 import secrets
 import socket
@@ -26,7 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 from ..errors import ManifestError, NotFound, UsageError
 from ..manifest import Manifest
 from . import schema as t
-from .names import LATEST, VERSION_RE, check_alias, check_name
+from .names import LATEST, VERSION_RE, check_alias, check_json, check_name
 
 __all__ = ["ArtifactSummary", "Registry", "RunRecord", "VersionRecord"]
 
@@ -123,13 +122,6 @@ def _registry_url(location: str) -> str:
             "REFTRACK_REGISTRY or --registry to a writable path"
         ) from exc
     return f"sqlite:///{path.resolve()}"
-
-
-def _json_safe(value: dict[str, Any], what: str) -> dict[str, Any]:
-    try:
-        return dict(json.loads(json.dumps(value, allow_nan=False)))
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"{what} must be JSON-serialisable: {exc}") from exc
 
 
 class Registry:
@@ -252,7 +244,7 @@ class Registry:
         check_name(name, "artifact name")
         check_name(type, "artifact type")
         user_aliases = [check_alias(a) for a in aliases if a != LATEST]
-        meta = _json_safe(metadata or {}, "metadata")
+        meta = check_json(metadata or {}, "metadata")
         digest = manifest.digest
         with tempfile.SpooledTemporaryFile(max_size=16 * CHUNK_BYTES) as spool:
             manifest.write(spool)
@@ -598,7 +590,7 @@ class Registry:
             check_name(job_type, "job type")
         run_id = run_id or _new_run_id()
         check_name(run_id, "run id")
-        cfg = _json_safe(config or {}, "config")
+        cfg = check_json(config or {}, "config")
         with self._write() as conn:
             project_id = self._project_id(conn, project, create=True)
             taken = conn.execute(
