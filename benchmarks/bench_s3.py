@@ -13,9 +13,11 @@ request counted *server-side* (a WSGI middleware in front of moto):
   download-again the same into the same directory                  bound: 0 (all skipped)
   naive-head     what a user would otherwise write: boto3 ``head_object`` per key (N requests)
 
-Everything runs against moto's server on 127.0.0.1 started by this script: no network, no
-AWS account, no AWS configuration read (AWS_* variables are hidden while it runs and restored
-afterwards), and a throw-away registry. Exit status: 0 when every request bound and every
+Everything runs against moto's server (a ThreadedMotoServer on 127.0.0.1, a free port) that
+this script starts, by default in a child process of its own (``--in-process``: in a thread
+of this one, about twice as slow on two cores): no network, no AWS account, no AWS
+configuration read (AWS_* variables are hidden while it runs and restored afterwards), and a
+throw-away registry. Exit status: 0 when every request bound and every
 result check holds, 1 otherwise (2 for bad arguments).
 
     python benchmarks/bench_s3.py                      # sizes 1000, 5000, 10000
@@ -58,14 +60,22 @@ ACCESS_KEY = "bench"  # moto accepts anything; never real credentials
 SECRET_KEY = "bench"
 REGION = "us-east-1"
 
-FOOTER = (
-    "requests: counted server-side (every HTTP request moto received during the step); "
-    "'reftrack' is the library's own counter.\n"
-    "moto's ListObjectVersions deep-copies and sorts every version of the bucket on every "
-    "page (quadratic: ~9 s to list 10,000 keys), and the server shares this process and its "
-    "GIL, so wall times at large N measure moto more than reftrack: the request counts are "
-    "the real result (on S3 each request costs a round trip and is billed)."
-)
+
+def footer(in_process: bool) -> str:
+    where = (
+        "moto runs in this process and shares its GIL with the client"
+        if in_process else
+        "moto runs in a child process (one core at most, shared with nothing but the OS)"
+    )
+    return (
+        "requests: counted server-side (every HTTP request moto received during the step); "
+        "'reftrack' is the library's own client-side counter.\n"
+        "Wall times measure moto more than reftrack: moto's ListObjectVersions deep-copies "
+        "and sorts every version in the bucket on every page (quadratic: ~9 s to list 10,000 "
+        "keys), each moto request costs ~2 ms of Python on a new TCP connection (its server "
+        f"answers 'Connection: close'), and {where}. The request counts are the real result: "
+        "on S3 each request is a round trip and is billed."
+    )
 
 
 # -- server-side request counting ---------------------------------------------------------
@@ -274,8 +284,11 @@ def hermetic_environment(scratch: Path) -> Iterator[None]:
             os.environ[name] = ",".join(p for p in (current, "127.0.0.1", "localhost") if p)
         yield
     finally:
-        os.environ.clear()
-        os.environ.update(saved)
+        for name in [n for n in os.environ if n not in saved]:
+            del os.environ[name]
+        for name, value in saved.items():
+            if os.environ.get(name) != value:
+                os.environ[name] = value
 
 
 # -- the benchmark --------------------------------------------------------------------------
@@ -312,7 +325,7 @@ def _fmt_ops(counts: Counter[str]) -> str:
 def _reftrack_requests(artifact: Any) -> int | None:
     """reftrack's own (client-side) request counter; private API, so best effort."""
     try:
-        return sum(b.requests for b in artifact._ctx.backends.made())
+        return int(sum(b.requests for b in artifact._ctx.backends.made()))
     except AttributeError:
         return None
 
@@ -500,13 +513,13 @@ class Bench:
         shutil.rmtree(target, ignore_errors=True)
 
         # d. the naive approach: one HEAD per object
-        missing = Counter[str]()
+        missing: list[str] = []  # list.append is atomic across threads
 
         def head(key: str) -> None:
             try:
                 self.s3.head_object(Bucket=bucket, Key=key)
             except ClientError as exc:
-                missing[str(exc.response.get("Error", {}).get("Code"))] += 1
+                missing.append(str(exc.response.get("Error", {}).get("Code")))
 
         self.server.take()
         t0 = time.perf_counter()
@@ -514,7 +527,7 @@ class Bench:
         seconds = time.perf_counter() - t0
         counts = self.server.take()
         self._record(n, versions_now, "naive-head", counts, seconds, None, None,
-                     {"heads": n, "not_found": sum(missing.values()),
+                     {"heads": n, "not_found": len(missing),
                       "workers": args.concurrency})
 
 
@@ -640,14 +653,15 @@ def main(argv: list[str] | None = None) -> int:
             "problems": bench.problems,
             "ok": not bench.problems,
             "total_seconds": round(total, 3),
-            "footer": FOOTER,
+            "in_process": args.in_process,
+            "footer": footer(args.in_process),
         }, indent=2))
     else:
         print(render_table(bench.rows))
         print()
         print("V: object versions (+ delete markers) under data/ when the step ran; bound: "
               "'<=' an upper limit, '=' exact.")
-        print(FOOTER)
+        print(footer(args.in_process))
         print(f"total {total:.1f}s")
         if bench.problems:
             print()

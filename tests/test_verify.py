@@ -234,3 +234,13 @@ def test_report_is_json_for_machines(bucket: str, put: Any) -> None:
     assert data["summary"]["ok"] == 1 and set(data["summary"]) == {s.value for s in Status}
     assert data["passed"] is True and data["exit_code"] == 0
     assert data["entries"][0]["status"] == "ok" and data["schema_version"] == 1
+
+
+def test_a_listing_that_ends_exactly_on_its_budget_is_used(s3: Any, bucket: str, put: Any,
+                                                           seed: Any, requests_log: Any) -> None:
+    put(bucket, "e/a", b"1")
+    art = log_prefix(bucket, "e/")
+    seed(bucket, {f"e/zz/{i:04d}": b"n" for i in range(999)})  # exactly 1000 versions now
+    requests_log.clear()
+    assert statuses(art.verify()) == {"a": "ok"}
+    assert len(requests_log) == 1  # one complete page: no HEAD, no second page

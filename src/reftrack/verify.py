@@ -26,7 +26,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, computed_field
 
-from .backends import Backend, Backends, ObjectStat
+from .backends import Backend, Backends, ObjectStat, ScanLimitReached
 from .errors import ObjectNotFound, ReftrackError
 from .manifest import Manifest, ManifestEntry
 from .progress import NullProgress, Progress
@@ -302,17 +302,16 @@ class _Verifier:
                 wanted[item.ref.key].append(item)
             latest: dict[str, ObjectStat] = {}
             versions: dict[tuple[str, str | None], ObjectStat] = {}
-            budget = listing.budget_pages * PAGE_SIZE
-            scan = backend.scan(listing.prefix, all_versions=True, recursive=listing.recursive)
-            for seen, stat in enumerate(scan, start=1):
+            for stat in backend.scan(listing.prefix, all_versions=True,
+                                     recursive=listing.recursive,
+                                     page_limit=listing.budget_pages):
                 if stat.key in wanted:
                     if stat.is_latest:
                         latest[stat.key] = stat
                     if not stat.is_delete_marker:
                         versions[(stat.key, stat.version_id)] = stat
-                if seen >= budget:
-                    # Stop before the generator asks for another page; HEADs are cheaper now.
-                    return listing.items
+        except ScanLimitReached:
+            return listing.items  # the listing outgrew its budget: HEADs are cheaper now
         except ObjectNotFound:
             return listing.items
         except ReftrackError as exc:

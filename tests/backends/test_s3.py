@@ -100,3 +100,16 @@ def test_storage_options_pass_through(moto_server: Any, s3: Any, bucket: str,
     s3.put_object(Bucket=bucket, Key="k", Body=b"x")
     backend = S3Backend({"endpoint_url": moto_server.url, "key": "a", "secret": "b"})
     assert backend.stat(RefURI("s3", bucket, "k")).size == 1
+
+
+def test_page_limit_stops_before_fetching_another_page(s3: Any, bucket: str, seed: Any,
+                                                       requests_log: Any) -> None:
+    from reftrack.backends import ScanLimitReached
+
+    seed(bucket, {f"pl/{i:04d}": b"x" for i in range(1500)})
+    backend = S3Backend()
+    requests_log.clear()
+    with pytest.raises(ScanLimitReached):
+        list(backend.scan(RefURI("s3", bucket, "pl/"), page_limit=1))
+    assert len(requests_log) == 1
+    assert len(list(backend.scan(RefURI("s3", bucket, "pl/"), page_limit=2))) == 1500

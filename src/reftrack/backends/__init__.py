@@ -7,9 +7,9 @@ import threading
 from ..errors import UsageError
 from ..settings import Settings
 from ..uri import RefURI
-from .base import Backend, ObjectReader, ObjectStat, Versioning
+from .base import Backend, ObjectReader, ObjectStat, ScanLimitReached, Versioning
 
-__all__ = ["Backend", "Backends", "ObjectReader", "ObjectStat", "Versioning"]
+__all__ = ["Backend", "Backends", "ObjectReader", "ObjectStat", "ScanLimitReached", "Versioning"]
 
 SUPPORTED_SCHEMES = ("s3",)
 

@@ -14,9 +14,13 @@ from typing import Literal, Protocol, Self, runtime_checkable
 
 from ..uri import RefURI
 
-__all__ = ["Backend", "ObjectReader", "ObjectStat", "Versioning"]
+__all__ = ["Backend", "ObjectReader", "ObjectStat", "ScanLimitReached", "Versioning"]
 
 Versioning = Literal["enabled", "suspended", "disabled", "unknown"]
+
+
+class ScanLimitReached(Exception):
+    """A scan with ``page_limit=N`` needed more than N pages; no further page was fetched."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,13 +86,20 @@ class Backend(Protocol):
         """One object: the current version, or ``uri.version_id`` exactly (one request)."""
 
     def scan(
-        self, prefix: RefURI, *, all_versions: bool = False, recursive: bool = True
+        self,
+        prefix: RefURI,
+        *,
+        all_versions: bool = False,
+        recursive: bool = True,
+        page_limit: int | None = None,
     ) -> Iterator[ObjectStat]:
         """Every object under ``prefix.key`` from a paginated bulk listing.
 
         With ``all_versions=False`` only current versions that are not delete markers;
         with ``all_versions=True`` every version and delete marker, ``is_latest`` set.
         ``recursive=False`` lists direct children only (keys with no further ``/``).
+        ``page_limit``: after that many pages, raise :class:`ScanLimitReached` instead of
+        fetching another (never raised when the listing was complete).
         """
 
     def open(self, uri: RefURI, *, if_match: str | None = None) -> ObjectReader:

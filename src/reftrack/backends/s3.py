@@ -27,7 +27,7 @@ from ..errors import (
     ReftrackError,
 )
 from ..uri import RefURI
-from .base import ObjectStat, ReaderBase, Versioning
+from .base import ObjectStat, ReaderBase, ScanLimitReached, Versioning
 
 __all__ = ["S3Backend"]
 
@@ -231,21 +231,28 @@ class S3Backend:
         return self._from_info(uri.bucket, uri.key, info)
 
     def scan(
-        self, prefix: RefURI, *, all_versions: bool = False, recursive: bool = True
+        self,
+        prefix: RefURI,
+        *,
+        all_versions: bool = False,
+        recursive: bool = True,
+        page_limit: int | None = None,
     ) -> Iterator[ObjectStat]:
         kwargs: dict[str, Any] = {"Bucket": prefix.bucket, "Prefix": prefix.key,
                                   "MaxKeys": PAGE_SIZE}
         if not recursive:
             kwargs["Delimiter"] = "/"
+        pages = 0
         while True:
             try:
                 page = self._call("list_object_versions", prefix, **kwargs)
             except BackendError as exc:
-                if exc.code == "NotImplemented" and not all_versions:
+                if exc.code == "NotImplemented" and not all_versions and pages == 0:
                     # S3-compatible stores without versioning support (R2, old MinIO).
-                    yield from self._scan_unversioned(prefix, recursive)
+                    yield from self._scan_unversioned(prefix, kwargs, page_limit)
                     return
                 raise
+            pages += 1
             bucket = prefix.bucket
             for item in page.get("Versions", ()):
                 if all_versions or item.get("IsLatest"):
@@ -255,23 +262,27 @@ class S3Backend:
                     yield self._from_info(bucket, item["Key"], item, is_delete_marker=True)
             if not page.get("IsTruncated"):
                 return
+            if page_limit is not None and pages >= page_limit:
+                raise ScanLimitReached(f"{prefix}: more than {page_limit} page(s)")
             kwargs["KeyMarker"] = page.get("NextKeyMarker", "")
             if page.get("NextVersionIdMarker"):
                 kwargs["VersionIdMarker"] = page["NextVersionIdMarker"]
             else:
                 kwargs.pop("VersionIdMarker", None)
 
-    def _scan_unversioned(self, prefix: RefURI, recursive: bool) -> Iterator[ObjectStat]:
-        kwargs: dict[str, Any] = {"Bucket": prefix.bucket, "Prefix": prefix.key,
-                                  "MaxKeys": PAGE_SIZE}
-        if not recursive:
-            kwargs["Delimiter"] = "/"
+    def _scan_unversioned(
+        self, prefix: RefURI, kwargs: dict[str, Any], page_limit: int | None
+    ) -> Iterator[ObjectStat]:
+        pages = 0
         while True:
             page = self._call("list_objects_v2", prefix, **kwargs)
+            pages += 1
             for item in page.get("Contents", ()):
                 yield self._from_info(prefix.bucket, item["Key"], item)
             if not page.get("IsTruncated"):
                 return
+            if page_limit is not None and pages >= page_limit:
+                raise ScanLimitReached(f"{prefix}: more than {page_limit} page(s)")
             kwargs["ContinuationToken"] = page["NextContinuationToken"]
 
     def open(self, uri: RefURI, *, if_match: str | None = None) -> S3Reader:
