@@ -259,17 +259,8 @@ class Artifact:
             entries, source = self._reference_prefix(
                 backend, prefix, name, checksum, limit, progress, original=ref, hint=hint
             )
-        assert self._manifest is not None
-        for entry in entries:  # check every path before adding any: all or nothing
-            existing = self._manifest.entries.get(entry.path)
-            if existing is not None and existing.canonical() != entry.canonical():
-                raise UsageError(
-                    f"entry path {entry.path!r} is already taken by {existing.uri}; cannot also "
-                    f"point it at {entry.uri}. Give one of the references another name=..."
-                )
-        for entry in entries:
-            self._manifest.add(entry)
-        self._manifest.sources.append(source)
+        self.manifest.add_all(entries)
+        self.manifest.sources.append(source)
         return entries
 
     def _reference_object(

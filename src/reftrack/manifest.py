@@ -124,18 +124,27 @@ class Manifest:
         for entry in entries:
             self.add(entry)
 
-    def add(self, entry: ManifestEntry) -> None:
-        """Add an entry; the same path twice must be the same reference."""
+    def _check(self, entry: ManifestEntry) -> None:
         existing = self.entries.get(entry.path)
-        if existing is not None:
-            if existing.canonical() == entry.canonical():
-                return
+        if existing is not None and existing.canonical() != entry.canonical():
             raise UsageError(
                 f"entry path {entry.path!r} is already taken by {existing.uri}; cannot also "
                 f"point it at {entry.uri}. Give one of the references another name=..."
             )
+
+    def add(self, entry: ManifestEntry) -> None:
+        """Add an entry; the same path twice must be the same reference."""
+        self._check(entry)
         self.entries[entry.path] = entry
         self._digest = None
+
+    def add_all(self, entries: Iterable[ManifestEntry]) -> None:
+        """Add entries all or nothing: every path is checked before any is added."""
+        entries = list(entries)
+        for entry in entries:
+            self._check(entry)
+        for entry in entries:
+            self.add(entry)
 
     def __len__(self) -> int:
         return len(self.entries)

@@ -191,18 +191,16 @@ class _Downloader:
                 self.progress.advance(entry.size or 0)
                 return FileResult(path=entry.path, uri=uri, action="skipped", bytes=entry.size or 0,
                                   note="already present with the pinned content")
-            error: ReftrackError | None = None
-            for _ in range(ATTEMPTS):
+            for attempt in range(1, ATTEMPTS + 1):
                 try:
                     return self._fetch_once(entry, target, ref)
                 except (ObjectNotFound, BucketNotFound, BucketAccessDenied, IntegrityError,
-                        UsageError) as exc:
-                    error = exc
-                    break
-                except ReftrackError as exc:  # network or throttling: try again
-                    error = exc
-            assert error is not None
-            raise error
+                        UsageError):
+                    raise  # retrying cannot help
+                except ReftrackError:  # network or throttling: try again
+                    if attempt == ATTEMPTS:
+                        raise
+            raise AssertionError("unreachable")  # pragma: no cover
         except ObjectNotFound as exc:
             message = (
                 f"{exc}; the data pinned for this entry is lost" if entry.pinned else str(exc)
