@@ -35,6 +35,8 @@ class RefURI:
         """The URI without its version: what a manifest entry's ``ref`` holds."""
         if self.scheme == "file":
             return "file://" + _quote_key(self.key)
+        if self.scheme in ("http", "https"):
+            return f"{self.scheme}://{self.bucket}/{self.key}"  # the URL verbatim
         return f"{self.scheme}://{self.bucket}/{_quote_key(self.key)}"
 
     def __str__(self) -> str:
@@ -125,6 +127,11 @@ def parse_uri(text: str) -> RefURI:
     if scheme in ("http", "https"):
         if not parts.hostname:
             raise InvalidURIError(f"{shown!r} has no host")
+        if parts.fragment:
+            raise InvalidURIError(
+                f"{shown!r}: an HTTP reference takes no #fragment (it is never sent to the "
+                "server); remove it"
+            )
         key = parts.path.lstrip("/") + (f"?{parts.query}" if parts.query else "")
         return RefURI(scheme, parts.netloc, key)
     return _parse_bucket_uri(raw, scheme, parts.netloc, parts.path, parts.query, parts.fragment)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from reftrack.backends.s3 import S3Backend
-from reftrack.errors import BackendError
+from reftrack.errors import BackendError, BucketNotFound
 from reftrack.uri import RefURI
 
 from .contract import ErrorContract, ReadContract, ScanContract, StatContract
@@ -21,6 +21,7 @@ class S3Store:
         self.bucket = bucket
         self.moto = moto
         self.versioned = versioned
+        self.missing_bucket_error = BucketNotFound
         self.backend = S3Backend()
 
     def uri(self, key: str, version: str | None = None) -> RefURI:

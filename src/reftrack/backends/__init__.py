@@ -4,14 +4,29 @@ from __future__ import annotations
 
 import threading
 
-from ..errors import UsageError
+from ..errors import MissingBackend, UsageError
 from ..settings import Settings
 from ..uri import RefURI
-from .base import Backend, ObjectReader, ObjectStat, ScanLimitReached, Versioning
+from .base import (
+    CHECKSUM_ALGORITHMS,
+    Backend,
+    ObjectReader,
+    ObjectStat,
+    ScanLimitReached,
+    Versioning,
+)
 
-__all__ = ["Backend", "Backends", "ObjectReader", "ObjectStat", "ScanLimitReached", "Versioning"]
+__all__ = [
+    "CHECKSUM_ALGORITHMS",
+    "Backend",
+    "Backends",
+    "ObjectReader",
+    "ObjectStat",
+    "ScanLimitReached",
+    "Versioning",
+]
 
-SUPPORTED_SCHEMES = ("s3",)
+SUPPORTED_SCHEMES = ("s3", "gs", "file", "http", "https")
 
 
 class Backends:
@@ -41,6 +56,24 @@ class Backends:
             from .s3 import S3Backend
 
             return S3Backend(options, concurrency=self._settings.concurrency)
+        if scheme == "gs":
+            try:
+                from .gcs import GCSBackend
+            except ImportError as exc:
+                raise MissingBackend(
+                    f"gs:// references need gcsfs, which is not installed ({exc}); "
+                    "install it with: pip install 'reftrack[gcs]'",
+                    "gs://",
+                ) from exc
+            return GCSBackend(options, concurrency=self._settings.concurrency)
+        if scheme == "file":
+            from .local import LocalBackend
+
+            return LocalBackend(options)
+        if scheme in ("http", "https"):
+            from .http import HTTPBackend
+
+            return HTTPBackend(options, scheme=scheme, concurrency=self._settings.concurrency)
         raise UsageError(
             f"{scheme}:// references are not supported by this version of reftrack yet; "
             f"supported: {', '.join(s + '://' for s in SUPPORTED_SCHEMES)}"

@@ -6,15 +6,25 @@ Nothing above ``backends/`` sees a raw fsspec, boto or gcs dict: backends hand o
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
 from typing import Literal, Protocol, Self, runtime_checkable
 
 from ..uri import RefURI
 
-__all__ = ["Backend", "ObjectReader", "ObjectStat", "ScanLimitReached", "Versioning"]
+__all__ = [
+    "CHECKSUM_ALGORITHMS",
+    "Backend",
+    "ObjectReader",
+    "ObjectStat",
+    "ScanLimitReached",
+    "Versioning",
+]
+
+CHECKSUM_ALGORITHMS = ("sha256", "md5", "crc32c")
+"""Content checksums reftrack knows, strongest first; values are lowercase hex."""
 
 Versioning = Literal["enabled", "suspended", "disabled", "unknown"]
 
@@ -27,8 +37,12 @@ class ScanLimitReached(Exception):
 class ObjectStat:
     """One object version as the backend reports it, normalised.
 
-    ``uri.version_id`` is None for objects in unversioned buckets (S3 ``"null"``);
-    ``etag`` has no quotes; ``encryption`` is only known from a HEAD or GET.
+    ``uri.version_id`` is None for objects in unversioned buckets (S3 ``"null"``), local
+    files and HTTP resources; ``etag`` has no quotes; ``encryption`` is only known from a
+    HEAD or GET. ``last_modified`` is timezone-aware (UTC); for local files it is the mtime.
+    ``checksums`` maps an algorithm (:data:`CHECKSUM_ALGORITHMS`: ``"sha256"``, ``"md5"``,
+    ``"crc32c"``) to the lowercase hex digest of the content, when the store reports one
+    (GCS ``md5Hash``/``crc32c``, converted from base64) or reftrack computed it.
     """
 
     uri: RefURI
@@ -38,6 +52,7 @@ class ObjectStat:
     is_delete_marker: bool = False
     last_modified: datetime | None = None
     encryption: str | None = None
+    checksums: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -77,6 +92,18 @@ class Backend(Protocol):
     """
 
     scheme: str
+    keeps_versions: bool
+    """True when the scheme can pin and read exact object versions (S3 version ids, GCS
+    generations). False (local files, HTTP): ``stat``/``open`` of a URI with a version raise
+    :class:`~reftrack.errors.UsageError`, and ``scan(all_versions=True)`` yields current
+    objects only."""
+    can_scan: bool
+    """True when prefixes can be listed in bulk. False (HTTP): ``scan`` raises
+    :class:`~reftrack.errors.UsageError` naming the URI."""
+    hashes_content: bool
+    """True when the store reports no trustworthy content identity of its own (local files:
+    only size and mtime; HTTP: an optional ETag), so ``add_reference`` streams each object
+    once and records its sha256 (``checksum=True``)."""
 
     @property
     def requests(self) -> int:

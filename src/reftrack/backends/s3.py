@@ -162,6 +162,9 @@ class S3Backend:
     """The ``s3://`` backend."""
 
     scheme = "s3"
+    keeps_versions = True
+    can_scan = True
+    hashes_content = False
 
     def __init__(
         self, storage_options: dict[str, Any] | None = None, *, concurrency: int = 32
