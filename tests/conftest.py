@@ -19,6 +19,9 @@ from moto.server import ThreadedMotoServer
 
 BUCKET = "test-bucket"
 
+# Fixtures for the other schemes' loopback servers live in their own modules.
+pytest_plugins = ["gcs_fixtures", "http_fixtures"]
+
 
 class RequestLog:
     """Every S3 request the server received (moto's own /moto-api/ calls excluded)."""
