@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from .backends import Backend, ObjectStat
 from .context import Context
-from .errors import NotFound, ObjectNotFound, UsageError
+from .errors import IntegrityError, NotFound, ObjectNotFound, UsageError
+from .integrity import hash_reader
 from .manifest import Manifest, ManifestEntry, ManifestSource
 from .progress import NullProgress, Progress
 from .registry import RunRecord, VersionRecord, check_json, check_name
@@ -218,9 +221,14 @@ class Artifact:
         """Reference an object or every object under a prefix, without copying anything.
 
         - ``s3://b/key`` or ``s3://b/key?versionId=...``: that object, that exact version;
+          ``gs://b/key`` or ``gs://b/key#generation`` likewise for GCS;
         - ``s3://b/prefix/`` (or ``s3://b/prefix`` when no such object exists): every current
           object under ``prefix/``, from a bulk listing (one request per 1000 versions);
-        - ``checksum=False`` records the URIs only (no version id, ETag or size);
+          ``gs://`` prefixes likewise;
+        - a local file or directory (``/abs``, ``./rel``, ``file:///abs``): size, mtime and
+          sha256 of every file (a directory is walked; symlinks must stay inside it);
+        - ``https://host/path``: ETag, Last-Modified, size (HEAD) and sha256 (one GET);
+        - ``checksum=False`` records the URIs only (no version id, ETag, size or hash);
         - more than ``max_objects`` objects is an error, never a silent truncation.
 
         Returns the entries added.
@@ -246,10 +254,12 @@ class Artifact:
                 raise ObjectNotFound(
                     f"cannot reference {ref}: {exc}", str(ref), delete_marker=exc.delete_marker
                 ) from exc
-        elif not ref.is_dir_like:
+        elif not ref.is_dir_like or not backend.can_scan:
             try:
                 stat = backend.stat(ref)
             except ObjectNotFound as exc:
+                if not backend.can_scan:
+                    raise ObjectNotFound(f"cannot reference {ref}: {exc}", str(ref)) from exc
                 if exc.delete_marker:
                     hint = f" ({ref} itself is deleted: its current version is a delete marker)"
         if stat is not None:
@@ -259,9 +269,41 @@ class Artifact:
             entries, source = self._reference_prefix(
                 backend, prefix, name, checksum, limit, progress, original=ref, hint=hint
             )
+        if checksum and backend.hashes_content:
+            entries = self._hash_entries(backend, entries, progress)
         self.manifest.add_all(entries)
         self.manifest.sources.append(source)
         return entries
+
+    def _hash_entries(
+        self, backend: Backend, entries: list[ManifestEntry], progress: Progress
+    ) -> list[ManifestEntry]:
+        """Stream each object once and record its sha256 (local files, HTTP), concurrently."""
+
+        def one(entry: ManifestEntry) -> ManifestEntry:
+            ref = parse_uri(entry.ref)
+            with backend.open(ref) as reader:
+                checksums, received = hash_reader(reader, ["sha256"], progress)
+                opened = reader.stat
+            if opened.size is not None and received != opened.size:
+                raise IntegrityError(
+                    f"{ref}: read {received} bytes but it has {opened.size}: it changed while "
+                    "being hashed; reference it again once it is stable",
+                    expected=opened.size, actual=received, uri=str(ref),
+                )
+            stat = replace(opened, size=received, etag=opened.etag or entry.etag,
+                           last_modified=opened.last_modified or entry.last_modified,
+                           checksums=checksums)
+            return _entry(entry.path, stat, True)
+
+        total = sum(e.size or 0 for e in entries)
+        progress.start(f"hashing {len(entries)} file(s)", total=total or None, unit="bytes")
+        try:
+            workers = max(1, min(self._ctx.settings.concurrency, len(entries)))
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                return list(pool.map(one, entries))
+        finally:
+            progress.finish()
 
     def _reference_object(
         self, backend: Backend, stat: ObjectStat, name: str | None, checksum: bool
@@ -359,15 +401,28 @@ class Artifact:
         return DownloadPath(report.root, report)
 
     def verify(
-        self, *, concurrency: int | None = None, progress: Progress | None = None
+        self,
+        *,
+        deep: bool = False,
+        concurrency: int | None = None,
+        progress: Progress | None = None,
     ) -> VerifyReport:
-        """Re-check every reference against its bucket; see :class:`VerifyReport`."""
+        """Re-check every reference against its store; see :class:`VerifyReport`.
+
+        ``deep=True`` also reads the pinned bytes of every entry and compares them with the
+        recorded checksums (one GET per entry). Without it, local files are re-hashed only
+        when their size or mtime changed, HTTP resources only when their ETag/Last-Modified
+        changed, and bucket objects are judged by their metadata.
+        """
+        if not isinstance(deep, bool):
+            raise UsageError(f"deep must be True or False, not {deep!r}")
         return verify_manifest(
             self.manifest,
             self._ctx.backends,
             artifact=self._label(),
             concurrency=concurrency or self._ctx.settings.concurrency,
             progress=progress,
+            deep=deep,
         )
 
     # -- lineage ------------------------------------------------------------------------------
@@ -387,12 +442,14 @@ class Artifact:
 def _entry(path: str, stat: ObjectStat, checksum: bool) -> ManifestEntry:
     if not checksum:
         return ManifestEntry(path=path, ref=stat.uri.base)
+    checksums = dict(stat.checksums) or None
     return ManifestEntry(
         path=path,
         ref=stat.uri.base,
         version_id=stat.version_id,
         etag=stat.etag,
         size=stat.size,
-        digest=stat.etag,
+        digest=stat.etag or (checksums or {}).get("sha256"),
         last_modified=stat.last_modified,
+        checksums=checksums,
     )

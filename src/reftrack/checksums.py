@@ -71,10 +71,10 @@ class _FastCRC32C:
         self._checksum = google_crc32c.Checksum()
 
     def update(self, data: bytes) -> None:
-        self._checksum.update(bytes(data))
+        self._checksum.update(bytes(data))  # type: ignore[no-untyped-call]
 
     def hexdigest(self) -> str:
-        return bytes(self._checksum.digest()).hex()
+        return bytes(self._checksum.digest()).hex()  # type: ignore[no-untyped-call]
 
 
 def _new(algorithm: str) -> _Hash:

@@ -3,14 +3,18 @@ streamed storage as gzip-compressed JSON Lines.
 
 Stored form (one JSON document per line, gzip)::
 
-    {"format": "reftrack.manifest", "schema_version": 1, "digest": "...", "entries": N, ...}
+    {"format": "reftrack.manifest", "schema_version": 2, "digest": "...", "entries": N, ...}
     {"path": "a.png", "ref": "s3://bucket/data/a.png", "version_id": "...", "etag": "...", ...}
     ...
 
 Entries are written sorted by path. The digest is the SHA-256 of the canonical form of the
-entries (path, ref, version_id, etag, size, digest: nothing else), so identical content gives
-an identical digest whatever the order entries were added in, and a different pinned version
-gives a different digest.
+entries (path, ref, version_id, etag, size, digest, and checksums when recorded: nothing else),
+so identical content gives an identical digest whatever the order entries were added in, and a
+different pinned version gives a different digest. Entries without checksums hash exactly as
+they did in schema 1, so digests of older manifests are unchanged.
+
+Schema history: 1 (S3 references); 2 adds ``checksums`` (sha256/md5/crc32c, hex) for GCS,
+local and HTTP references. Version 1 manifests are read as they are.
 """
 
 from __future__ import annotations
@@ -25,13 +29,14 @@ from typing import IO, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from .checksums import ALGORITHMS
 from .errors import ManifestError, UsageError
 from .uri import check_entry_path, parse_uri
 
 __all__ = ["SCHEMA_VERSION", "Manifest", "ManifestEntry", "ManifestSource"]
 
 FORMAT = "reftrack.manifest"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _DIGEST_PREFIX = b"reftrack-manifest/1\n"
 _CANONICAL_FIELDS = ("path", "ref", "version_id", "etag", "size", "digest")
 
@@ -39,8 +44,10 @@ _CANONICAL_FIELDS = ("path", "ref", "version_id", "etag", "size", "digest")
 class ManifestEntry(BaseModel):
     """One file of an artifact: its logical ``path`` and the reference that pins it.
 
-    W&B-compatible: ``entry.ref``, ``entry.digest`` (the ETag for S3 references),
-    ``entry.size`` and ``entry.extra["versionID"]`` / ``entry.extra["etag"]``.
+    W&B-compatible: ``entry.ref``, ``entry.digest`` (the ETag for S3 and GCS references,
+    the ETag or else the sha256 for HTTP, the sha256 for local files), ``entry.size`` and
+    ``entry.extra["versionID"]`` / ``entry.extra["etag"]``. ``checksums`` holds content
+    checksums as lowercase hex (``sha256`` for local and HTTP, ``md5``/``crc32c`` for GCS).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -52,6 +59,19 @@ class ManifestEntry(BaseModel):
     size: int | None = None
     digest: str | None = None
     last_modified: datetime | None = None
+    checksums: dict[str, str] | None = None
+
+    @field_validator("checksums")
+    @classmethod
+    def _known_checksums(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is None:
+            return None
+        for name, digest in value.items():
+            if name not in ALGORITHMS:
+                raise ValueError(f"unknown checksum {name!r}; known: {', '.join(ALGORITHMS)}")
+            if not digest or any(c not in "0123456789abcdef" for c in digest):
+                raise ValueError(f"checksum {name} must be lowercase hex, got {digest!r}")
+        return dict(sorted(value.items())) or None
 
     @field_validator("path")
     @classmethod
@@ -87,7 +107,9 @@ class ManifestEntry(BaseModel):
         return self.etag is not None or self.digest is not None or self.size is not None
 
     def canonical(self) -> str:
-        data = {name: getattr(self, name) for name in _CANONICAL_FIELDS}
+        data: dict[str, Any] = {name: getattr(self, name) for name in _CANONICAL_FIELDS}
+        if self.checksums:
+            data["checksums"] = self.checksums
         return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 

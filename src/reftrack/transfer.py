@@ -20,6 +20,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, computed_field
 
 from .backends import Backends
+from .checksums import ALGORITHMS, Hasher, compare
 from .errors import (
     BucketAccessDenied,
     BucketNotFound,
@@ -29,6 +30,7 @@ from .errors import (
     ReftrackError,
     UsageError,
 )
+from .integrity import expected_checksums
 from .manifest import Manifest, ManifestEntry
 from .progress import NullProgress, Progress
 from .uri import RefURI, check_entry_path, parse_uri
@@ -37,9 +39,7 @@ __all__ = ["DownloadReport", "FileResult", "download_manifest", "multipart_etag_
 
 CHUNK = 1024 * 1024
 ATTEMPTS = 3
-_MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
 _MULTIPART_ETAG = re.compile(r"^([0-9a-f]{32})-([0-9]+)$")
-_KMS = ("aws:kms", "aws:kms:dsse")
 # Part sizes used by common S3 clients (boto3/awscli 8 MiB, s3fs 50 MiB, minimum 5 MiB, ...).
 _PART_SIZES_MIB = (5, 8, 10, 15, 16, 25, 32, 50, 64, 100, 128, 256, 512, 1024)
 
@@ -110,14 +110,6 @@ def _targets(manifest: Manifest, root: Path) -> dict[str, Path]:
     return targets
 
 
-def _file_md5(path: Path) -> str:
-    h = hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class _PartHasher:
     """Computes the multipart ETag of a stream for one part size."""
 
@@ -168,12 +160,19 @@ def multipart_etag_matches(path: Path, etag: str, size: int) -> bool:
 
 def _already_there(target: Path, entry: ManifestEntry) -> bool:
     """Is ``target`` already exactly the pinned bytes? Local reads only, no request."""
-    if not target.is_file() or entry.etag is None or entry.size is None:
+    if not target.is_file() or entry.size is None:
         return False
     if target.stat().st_size != entry.size:
         return False
-    if _MD5_ETAG.match(entry.etag):
-        return _file_md5(target) == entry.etag
+    expected = expected_checksums(entry)
+    if expected:
+        with target.open("rb") as f:
+            hasher = Hasher(expected)
+            while chunk := f.read(CHUNK):
+                hasher.update(chunk)
+        return compare(expected, hasher.hexdigests()) is True
+    if entry.etag is None:
+        return False
     return multipart_etag_matches(target, entry.etag, entry.size)
 
 
@@ -217,30 +216,32 @@ class _Downloader:
 
     def _fetch_once(self, entry: ManifestEntry, target: Path, ref: RefURI) -> FileResult:
         backend = self.backends.for_uri(ref)
-        if_match = entry.etag if (not entry.pinned and entry.etag) else None
+        # Nothing pinned and no content checksum: only the ETag can refuse a changed object.
+        if_match = entry.etag if (not entry.pinned and entry.etag and not entry.checksums) \
+            else None
         notes: list[str] = []
         with backend.open(ref, if_match=if_match) as reader:
             stat = reader.stat
-            if entry.pinned and stat.version_id != entry.version_id:
+            expected = expected_checksums(entry, stat.encryption) if entry.checksummed else {}
+            if entry.pinned and stat.version_id != entry.version_id and (
+                stat.version_id is not None or not expected
+            ):
                 raise IntegrityError(
                     f"{ref}: the store answered with version {stat.version_id}, not the pinned "
                     f"{entry.version_id}", expected=entry.version_id, actual=stat.version_id,
                     path=entry.path, uri=str(ref),
                 )
-            if entry.etag is not None and stat.etag != entry.etag:
+            if (entry.etag is not None and not entry.checksums and stat.etag is not None
+                    and stat.etag != entry.etag):
                 raise IntegrityError(
                     f"{ref}: ETag is {stat.etag}, recorded {entry.etag}",
                     expected=entry.etag, actual=stat.etag, path=entry.path, uri=str(ref),
                 )
-            check_md5 = (
-                entry.etag is not None and bool(_MD5_ETAG.match(entry.etag))
-                and stat.encryption not in _KMS and not (stat.encryption or "").startswith("SSE-C")
-            )
             if not entry.checksummed:
                 notes.append("not pinned (checksum=False): fetched the current object")
-            elif not entry.pinned:
+            elif not entry.pinned and ref.scheme == "s3":
                 notes.append("no version id recorded: fetched the current object (ETag matched)")
-            if entry.etag and not check_md5:
+            if entry.checksummed and not expected:
                 notes.append(
                     "multipart or encrypted ETag is not an MD5 of the content: "
                     "checked by ETag header and size"
@@ -248,27 +249,28 @@ class _Downloader:
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.parent / f".{target.name}.{secrets.token_hex(4)}.reftrack-part"
             try:
-                md5 = hashlib.md5(usedforsecurity=False) if check_md5 else None
-                received = 0
+                hasher = Hasher(expected)
                 with tmp.open("wb") as out:
                     while chunk := reader.read(CHUNK):
                         out.write(chunk)
-                        if md5 is not None:
-                            md5.update(chunk)
-                        received += len(chunk)
+                        hasher.update(chunk)
                         self.progress.advance(len(chunk))
+                received = hasher.size
                 expected_size = entry.size if entry.size is not None else stat.size
                 if expected_size is not None and received != expected_size:
                     raise IntegrityError(
                         f"{ref}: received {received} bytes, expected {expected_size} "
-                        "(truncated transfer)", expected=expected_size, actual=received,
-                        path=entry.path, uri=str(ref),
+                        "(truncated transfer, or the object changed)", expected=expected_size,
+                        actual=received, path=entry.path, uri=str(ref),
                     )
-                if md5 is not None and md5.hexdigest() != entry.etag:
+                actual = hasher.hexdigests()
+                if compare(expected, actual) is False:
+                    name = next(n for n in ALGORITHMS if n in expected and n in actual)
                     raise IntegrityError(
-                        f"{ref}: the bytes received hash to MD5 {md5.hexdigest()}, "
-                        f"but the pinned ETag is {entry.etag} (corrupt transfer)",
-                        expected=entry.etag, actual=md5.hexdigest(), path=entry.path,
+                        f"{ref}: the bytes received hash to {name} {actual[name]}, but the "
+                        f"recorded {name} is {expected[name]} (corrupt transfer, or the store "
+                        "served other bytes than the pinned ones); refused",
+                        expected=expected[name], actual=actual[name], path=entry.path,
                         uri=str(ref),
                     )
                 os.replace(tmp, target)

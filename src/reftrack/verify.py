@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,7 +27,9 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, computed_field
 
 from .backends import Backend, Backends, ObjectStat, ScanLimitReached
+from .checksums import compare
 from .errors import ObjectNotFound, ReftrackError
+from .integrity import content_match, expected_checksums, hash_reader
 from .manifest import Manifest, ManifestEntry
 from .progress import NullProgress, Progress
 from .uri import RefURI, parse_uri
@@ -79,6 +81,7 @@ class VerifyReport(BaseModel):
     digest: str
     checked_at: datetime
     requests: int
+    deep: bool = False
     entries: list[EntryResult]
 
     @computed_field  # type: ignore[prop-decorator]
@@ -137,7 +140,7 @@ class _Plan:
     heads: list[_Item] = field(default_factory=list)
 
 
-def _plan(manifest: Manifest) -> _Plan:
+def _plan(manifest: Manifest, listable: Callable[[str], bool]) -> _Plan:
     plan = _Plan()
     by_bucket: dict[tuple[str, str], list[_Item]] = defaultdict(list)
     for entry in manifest.sorted_entries():
@@ -155,6 +158,9 @@ def _plan(manifest: Manifest) -> _Plan:
         sources[(ref.scheme, ref.bucket)].append((ref, source.listed))
 
     for bucket, items in by_bucket.items():
+        if not listable(bucket[0]):
+            plan.heads.extend(items)
+            continue
         # Shortest prefix first: one listing of data/ covers data/sub/ too.
         prefixes = sorted(sources.get(bucket, []), key=lambda s: len(s[0].key))
         groups: dict[int, list[_Item]] = defaultdict(list)
@@ -190,18 +196,31 @@ def _plan(manifest: Manifest) -> _Plan:
 # -- judging ------------------------------------------------------------------------------
 
 
-def _judge(item: _Item, latest: ObjectStat | None, pinned: ObjectStat | None) -> EntryResult:
-    """The status of one entry, from the key's current version (``latest``, possibly a
-    delete marker) and the pinned version (``pinned``, None when it does not exist)."""
+@dataclass
+class _Seen:
+    """What the store said about one entry: the key's current version (``latest``, possibly
+    a delete marker) and the pinned version (``pinned``, None when it does not exist)."""
+
+    item: _Item
+    latest: ObjectStat | None
+    pinned: ObjectStat | None
+
+
+def _judge(item: _Item, latest: ObjectStat | None, pinned: ObjectStat | None,
+           content: bool | None = None, note: str = "") -> EntryResult:
+    """The status of one entry. ``content`` is whether the object that should hold the
+    recorded bytes (the pinned version, or the live object when nothing was pinned) still
+    does: from :func:`~reftrack.integrity.content_match`, or from re-hashing its bytes."""
     entry = item.entry
     live = latest if latest is not None and not latest.is_delete_marker else None
+    suffix = f"; {note}" if note else ""
 
     def result(status: Status, detail: str) -> EntryResult:
         return EntryResult(
             path=entry.path,
             uri=str(item.ref),
             status=status,
-            detail=detail,
+            detail=detail + suffix,
             recorded_etag=entry.etag,
             recorded_size=entry.size,
             current_version_id=live.version_id if live else None,
@@ -224,15 +243,12 @@ def _judge(item: _Item, latest: ObjectStat | None, pinned: ObjectStat | None) ->
             return result(
                 Status.VERSION_MISSING,
                 "the object was deleted; it was recorded without a version id (unversioned "
-                "bucket), so its bytes cannot be recovered",
+                "bucket, local file or HTTP resource), so its bytes cannot be recovered",
             )
-        if live.etag != entry.etag or live.size != entry.size:
-            return result(
-                Status.CHANGED,
-                f"overwritten since it was logged: ETag {entry.etag} -> {live.etag}, size "
-                f"{entry.size} -> {live.size} (unversioned bucket: the original bytes are gone)",
-            )
-        return result(Status.OK, "unchanged (unversioned object)")
+        if content is False:
+            return result(Status.CHANGED, _changed_detail(entry, live))
+        return result(Status.OK, "unchanged" if content else
+                      "exists with the recorded size (nothing else was recorded to compare)")
 
     if pinned is None:
         return result(
@@ -240,11 +256,11 @@ def _judge(item: _Item, latest: ObjectStat | None, pinned: ObjectStat | None) ->
             f"version {entry.version_id} no longer exists (deleted permanently or by a "
             "lifecycle rule); the data pinned for this entry is lost",
         )
-    if pinned.etag != entry.etag or pinned.size != entry.size:
+    if content is False:
         return result(
             Status.CORRUPT,
-            f"the pinned version now reports ETag {pinned.etag}, size {pinned.size}; "
-            f"recorded ETag {entry.etag}, size {entry.size}",
+            f"the pinned version no longer matches the record: ETag {pinned.etag}, size "
+            f"{pinned.size} (recorded ETag {entry.etag}, size {entry.size})",
         )
     if latest is not None and latest.is_delete_marker:
         return result(
@@ -264,6 +280,24 @@ def _judge(item: _Item, latest: ObjectStat | None, pinned: ObjectStat | None) ->
     return result(Status.OK, "pinned version is current and intact")
 
 
+def _changed_detail(entry: ManifestEntry, live: ObjectStat) -> str:
+    parts = []
+    if entry.size != live.size:
+        parts.append(f"size {entry.size} -> {live.size}")
+    if entry.etag is not None and live.etag != entry.etag:
+        parts.append(f"ETag {entry.etag} -> {live.etag}")
+    if entry.last_modified is not None and live.last_modified not in (None, entry.last_modified):
+        parts.append(f"modified {entry.last_modified:%Y-%m-%d %H:%M:%S} -> "
+                     f"{live.last_modified:%Y-%m-%d %H:%M:%S}")
+    recorded = entry.checksums or {}
+    for name, value in live.checksums.items():
+        if name in recorded and recorded[name] != value:
+            parts.append(f"{name} {recorded[name][:12]}... -> {value[:12]}...")
+            break
+    what = ", ".join(parts) or "content differs"
+    return f"changed since it was logged: {what} (unversioned: the original bytes are gone)"
+
+
 def _unreachable(item: _Item, error: BaseException) -> EntryResult:
     return EntryResult(
         path=item.entry.path,
@@ -276,9 +310,10 @@ def _unreachable(item: _Item, error: BaseException) -> EntryResult:
 
 
 class _Verifier:
-    def __init__(self, backends: Backends, progress: Progress) -> None:
+    def __init__(self, backends: Backends, progress: Progress, *, deep: bool) -> None:
         self.backends = backends
         self.progress = progress
+        self.deep = deep
         self.results: dict[str, EntryResult] = {}
         self._lock = threading.Lock()
         self._bucket_errors: dict[tuple[str, str], ReftrackError | None] = {}
@@ -293,8 +328,9 @@ class _Verifier:
                 self.results[result.path] = result
         self.progress.advance(len(results))
 
-    def run_listing(self, listing: _Listing) -> list[_Item]:
-        """Judge the listing's entries; return those left for HEADs (budget exceeded)."""
+    def run_listing(self, listing: _Listing) -> tuple[list[_Item], list[_Seen]]:
+        """List once; return the entries left for HEADs (budget exceeded) and what the
+        listing saw of the others."""
         try:
             backend = self._backend(listing.prefix)
             wanted: dict[str, list[_Item]] = defaultdict(list)
@@ -311,26 +347,26 @@ class _Verifier:
                     if not stat.is_delete_marker:
                         versions[(stat.key, stat.version_id)] = stat
         except ScanLimitReached:
-            return listing.items  # the listing outgrew its budget: HEADs are cheaper now
+            return listing.items, []  # the listing outgrew its budget: HEADs are cheaper now
         except ObjectNotFound:
-            return listing.items
+            return listing.items, []
         except ReftrackError as exc:
             self._done(_unreachable(item, exc) for item in listing.items)
-            return []
-        self._done(
-            _judge(item, latest.get(item.ref.key),
-                   versions.get((item.ref.key, item.ref.version_id)))
+            return [], []
+        return [], [
+            _Seen(item, latest.get(item.ref.key),
+                  versions.get((item.ref.key, item.ref.version_id)))
             for item in listing.items
-        )
-        return []
+        ]
 
-    def run_head(self, item: _Item) -> None:
+    def run_head(self, item: _Item) -> _Seen | None:
         try:
-            self._done([self._head(item)])
+            return self._head(item)
         except ReftrackError as exc:
             self._done([_unreachable(item, exc)])
+            return None
 
-    def _head(self, item: _Item) -> EntryResult:
+    def _head(self, item: _Item) -> _Seen:
         backend = self._backend(item.ref)
         current_ref = item.ref.with_version(None)
         latest: ObjectStat | None
@@ -344,15 +380,59 @@ class _Verifier:
         if not item.entry.pinned:
             if latest is None:
                 self._check_bucket(backend, item.ref)
-            return _judge(item, latest, None)
+            return _Seen(item, latest, None)
         if latest is not None and latest.version_id == item.ref.version_id:
-            return _judge(item, latest, latest)
+            return _Seen(item, latest, latest)
         try:
             pinned: ObjectStat | None = backend.stat(item.ref)
         except ObjectNotFound:
             self._check_bucket(backend, item.ref)
             pinned = None
-        return _judge(item, latest, pinned)
+        return _Seen(item, latest, pinned)
+
+    def finish(self, seen: _Seen | None) -> None:
+        """Compare content (re-hashing when metadata cannot tell, or when deep) and judge."""
+        if seen is None:
+            return
+        item = seen.item
+        try:
+            self._done([self._decide(seen)])
+        except ReftrackError as exc:
+            self._done([_unreachable(item, exc)])
+
+    def _decide(self, seen: _Seen) -> EntryResult:
+        item, latest, pinned = seen.item, seen.latest, seen.pinned
+        entry = item.entry
+        live = latest if latest is not None and not latest.is_delete_marker else None
+        target = pinned if entry.pinned else live
+        if target is None or not entry.checksummed:
+            return _judge(item, latest, pinned)
+        content = content_match(entry, target)
+        expected = expected_checksums(entry, target.encryption)
+        note = ""
+        if content is not False and (self.deep or content is None):
+            if not expected:
+                note = "deep check not possible: no content checksum recorded (multipart " \
+                    "or encrypted ETag); checked by metadata"
+            else:
+                ref = item.ref if entry.pinned else item.ref.with_version(None)
+                try:
+                    with self._backend(ref).open(ref) as reader:
+                        actual, _ = hash_reader(reader, list(expected))
+                except ObjectNotFound:
+                    if entry.pinned:
+                        return _judge(item, latest, None)
+                    return _judge(item, None, None)
+                was_unknown = content is None
+                content = compare(expected, actual)
+                names = "/".join(sorted(set(expected) & set(actual)))
+                if content and was_unknown:
+                    note = f"metadata changed but the content is identical ({names} re-hashed)"
+                elif content:
+                    note = f"bytes re-hashed: {names} match"
+                else:
+                    note = f"bytes re-hashed: {names} differs from the record"
+        return _judge(item, latest, pinned, content, note)
 
     def _check_bucket(self, backend: Backend, ref: RefURI) -> None:
         """A HEAD 404 does not say whether the key or the bucket is missing: ask once."""
@@ -379,19 +459,27 @@ def verify_manifest(
     artifact: str | None = None,
     concurrency: int = 32,
     progress: Progress | None = None,
+    deep: bool = False,
 ) -> VerifyReport:
-    """Check every entry of ``manifest`` against its bucket and return the report."""
+    """Check every entry of ``manifest`` against its store and return the report.
+
+    ``deep=True`` also reads every object's pinned bytes and compares them with the recorded
+    checksums (sha256, md5, crc32c, or a single-part S3 ETag): one GET per entry.
+    """
     progress = progress or NullProgress()
-    plan = _plan(manifest)
-    verifier = _Verifier(backends, progress)
+    plan = _plan(manifest, lambda scheme: _listable(backends, scheme))
+    verifier = _Verifier(backends, progress, deep=deep)
     before = _requests(backends)
     progress.start("verifying", total=len(manifest), unit="entries")
     try:
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
             leftovers: list[_Item] = list(plan.heads)
-            for remaining in pool.map(verifier.run_listing, plan.listings):
+            seen: list[_Seen | None] = []
+            for remaining, listed in pool.map(verifier.run_listing, plan.listings):
                 leftovers.extend(remaining)
-            list(pool.map(verifier.run_head, leftovers))
+                seen.extend(listed)
+            seen.extend(pool.map(verifier.run_head, leftovers))
+            list(pool.map(verifier.finish, seen))
     finally:
         progress.finish()
     return VerifyReport(
@@ -399,8 +487,19 @@ def verify_manifest(
         digest=manifest.digest,
         checked_at=datetime.now(UTC),
         requests=_requests(backends) - before,
+        deep=deep,
         entries=[verifier.results[path] for path in sorted(verifier.results)],
     )
+
+
+def _listable(backends: Backends, scheme: str) -> bool:
+    """Bulk listing pays off for stores whose metadata identifies content (S3, GCS); local
+    files are stat'ed one by one (no requests), HTTP cannot be listed."""
+    try:
+        backend = backends.for_scheme(scheme)
+    except ReftrackError:
+        return False
+    return backend.can_scan and not backend.hashes_content
 
 
 def _requests(backends: Backends) -> int:

@@ -60,6 +60,8 @@ class Backends:
             try:
                 from .gcs import GCSBackend
             except ImportError as exc:
+                if not (exc.name or "").startswith(("gcsfs", "google")):
+                    raise
                 raise MissingBackend(
                     f"gs:// references need gcsfs, which is not installed ({exc}); "
                     "install it with: pip install 'reftrack[gcs]'",

@@ -1,0 +1,638 @@
+"""Google Cloud Storage through gcsfs's session (generations pin object versions).
+
+gcsfs owns the credentials, the endpoint (``endpoint_url`` in the storage options, or the
+``STORAGE_EMULATOR_HOST`` environment variable) and the aiohttp session and event loop.
+reftrack sends the JSON-API requests itself, because gcsfs's own ``_call`` turns a 403 into a
+bare ``OSError`` and a 404 into a bare ``FileNotFoundError`` and reads whole bodies into
+memory. So every response's HTTP status and JSON error ``reason`` reach :func:`_translate`, and
+downloads are streamed. The requests are exactly: one ``objects.get`` per :meth:`stat`, one
+``objects.list`` page per 1000 objects for a prefix, one media ``GET`` per :meth:`open`, one
+``buckets.get`` per bucket for :meth:`versioning`. Nothing is cached except the versioning
+state, so a delete is seen at once.
+
+Generations are checked, never trusted: when a pinned generation is asked for and the server
+answers with another one (``gcp-storage-emulator`` keeps no old generations and serves the live
+object for any generation), the answer is refused with :class:`ObjectNotFound`. A media response
+that does not say which generation it carries (real GCS always sends ``x-goog-generation``; the
+emulator does not) is tied to the pinned generation with one metadata request and the content
+checksums of both answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import threading
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+import fsspec.asyn
+from gcsfs.core import GCSFileSystem
+
+from ..checksums import b64_to_hex, compare
+from ..errors import (
+    BackendError,
+    BucketAccessDenied,
+    BucketNotFound,
+    IntegrityError,
+    ObjectNotFound,
+    ReftrackError,
+    UsageError,
+)
+from ..uri import RefURI
+from .base import ObjectStat, ReaderBase, ScanLimitReached, Versioning
+
+__all__ = ["GCSBackend", "GCSReader"]
+
+PAGE_SIZE = 1000  # the most objects.list returns per page
+DEFAULT_ATTEMPTS = 5  # per request, for 408/429/5xx and connection errors
+BACKOFF_SECONDS = 0.5  # before the first retry; doubles each time, with jitter
+BACKOFF_CAP_SECONDS = 16.0
+CONNECT_TIMEOUT = 30.0  # seconds; storage option ``requests_timeout`` overrides both
+READ_TIMEOUT = 120.0  # seconds without a byte from the server
+_ERROR_BODY_LIMIT = 64 * 1024
+_RETRY_STATUSES = frozenset({408, 429})
+_LIST_FIELDS = (
+    "nextPageToken,items(name,generation,size,etag,updated,md5Hash,crc32c,timeDeleted,"
+    "kmsKeyName,customerEncryption)"
+)
+_PERMISSIONS = {
+    "objects.get": "storage.objects.get",
+    "objects.download": "storage.objects.get",
+    "objects.list": "storage.objects.list",
+    "buckets.get": "storage.buckets.get",
+}
+_T = TypeVar("_T")
+
+
+class _HTTPError(Exception):
+    """A JSON-API error response: its status and the ``reason`` of its JSON error body."""
+
+    def __init__(self, status: int, reason: str, message: str, attempts: int = 1) -> None:
+        super().__init__(f"HTTP {status} {reason}: {message}" if reason else f"HTTP {status}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.attempts = attempts
+
+
+def _translate(exc: BaseException, uri: RefURI, operation: str, endpoint: str) -> ReftrackError:
+    """The one place GCS failures become reftrack errors, by HTTP status (never by text)."""
+    where = str(uri) if uri.key or uri.version_id else uri.bucket_uri if uri.bucket else "gs://"
+    fix = (
+        "set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file that has it, or pass "
+        "storage_options={'gs': {'token': ...}}"
+    )
+    if isinstance(exc, ReftrackError):
+        return exc
+    if isinstance(exc, _HTTPError):
+        status, reason = exc.status, exc.reason
+        code = reason or str(status)
+        if status in (401, 403):
+            permission = _PERMISSIONS.get(operation, operation)
+            return BucketAccessDenied(
+                f"access denied to {where} (HTTP {status} {reason}): the credentials in use need "
+                f"{permission} on bucket {uri.bucket_uri}; {fix}",
+                uri.bucket_uri,
+                code=code,
+            )
+        if status == 404 and operation in ("objects.list", "buckets.get"):
+            return BucketNotFound(
+                f"bucket {uri.bucket_uri} does not exist (or not at {endpoint}); check the name "
+                "and the endpoint (STORAGE_EMULATOR_HOST / endpoint_url)",
+                uri.bucket_uri,
+                code=code,
+            )
+        if status == 404:
+            if uri.version_id:
+                text = (
+                    f"{where}: version no longer exists (deleted permanently, or a lifecycle rule)"
+                )
+            else:
+                text = f"{where}: no such object"
+            return ObjectNotFound(text, str(uri))
+        if status == 412:
+            return IntegrityError(
+                f"{where}: the object changed since it was recorded (its ETag differs)",
+                uri=str(uri),
+            )
+        if status in _RETRY_STATUSES or status >= 500:
+            return BackendError(
+                f"{where}: GCS is unavailable or throttling (HTTP {status} {reason}) even after "
+                f"{exc.attempts} attempt(s); retry later or lower the concurrency "
+                "(REFTRACK_CONCURRENCY)",
+                uri.bucket_uri,
+                code=code,
+            )
+        return BackendError(
+            f"{where}: GCS {operation} failed: HTTP {status} {reason}: {exc.message}",
+            uri.bucket_uri,
+            code=code,
+        )
+    if operation == "credentials" or _is_auth_error(exc):
+        return BucketAccessDenied(
+            f"{where}: GCS credentials could not be loaded or refreshed ({type(exc).__name__}: "
+            f"{exc}); {fix}",
+            uri.bucket_uri,
+        )
+    if isinstance(exc, aiohttp.ClientError | OSError | TimeoutError):
+        return BackendError(
+            f"{where}: cannot reach GCS at {endpoint} ({type(exc).__name__}: {exc}); check the "
+            "network and the endpoint (STORAGE_EMULATOR_HOST / endpoint_url), then retry",
+            uri.bucket_uri,
+        )
+    if isinstance(exc, ValueError):  # a 2xx answer whose body is not the JSON expected
+        return BackendError(
+            f"{where}: GCS {operation} returned an unreadable answer ({exc}); is {endpoint} a "
+            "GCS JSON API endpoint?",
+            uri.bucket_uri,
+        )
+    return BackendError(f"{where}: GCS {operation} failed: {exc!r}", uri.bucket_uri)
+
+
+def _is_auth_error(exc: BaseException) -> bool:
+    """google-auth failures, and gcsfs's wrappers of them (raised while refreshing a token)."""
+    module = type(exc).__module__
+    return module.startswith("google.auth") or (
+        module.startswith("gcsfs") and type(exc).__name__ in ("HttpError", "NonRetryableError")
+    )
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    if isinstance(exc, _HTTPError):
+        return exc.status in _RETRY_STATUSES or exc.status >= 500
+    return isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError
+                      | TimeoutError)
+
+
+async def _error_from(response: aiohttp.ClientResponse) -> _HTTPError:
+    """Read (a bounded part of) an error response and release it."""
+    reason = message = ""
+    try:
+        body = await response.content.read(_ERROR_BODY_LIMIT)
+        error = json.loads(body.decode("utf-8", "replace")).get("error")
+        if isinstance(error, dict):
+            message = str(error.get("message", ""))
+            errors = error.get("errors") or []
+            if errors and isinstance(errors[0], dict):
+                reason = str(errors[0].get("reason", ""))
+        elif isinstance(error, str):
+            message = error
+    except (ValueError, AttributeError, aiohttp.ClientError, TimeoutError):
+        pass  # an error without a JSON body (the emulator sends none): the status decides
+    finally:
+        response.release()
+    return _HTTPError(response.status, reason, message or (response.reason or ""))
+
+
+def _header_map(headers: Mapping[str, str]) -> dict[str, str]:
+    """Lower-cased names; repeated headers (GCS sends ``x-goog-hash`` twice) comma-joined."""
+    out: dict[str, str] = {}
+    items = headers.items()
+    for name, value in items:
+        key = name.lower()
+        out[key] = f"{out[key]},{value}" if key in out else value
+    return out
+
+
+def _hex(value: Any, nbytes: int) -> str | None:
+    hexed = b64_to_hex(value if isinstance(value, str) else None)
+    return hexed if hexed is not None and len(hexed) == 2 * nbytes else None
+
+
+def _rfc3339(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _http_date(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _emulator_endpoint(options: Mapping[str, Any]) -> str | None:
+    """The endpoint when it is not Google's (an emulator or a test server), else None."""
+    endpoint = options.get("endpoint_url") or os.environ.get("STORAGE_EMULATOR_HOST", "")
+    if not endpoint or endpoint == "default":
+        return None
+    host = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}").hostname or ""
+    universe = os.environ.get("GOOGLE_CLOUD_UNIVERSE_DOMAIN", "googleapis.com")
+    return None if host == universe or host.endswith("." + universe) else str(endpoint)
+
+
+class GCSBackend:
+    """The ``gs://`` backend.
+
+    ``storage_options`` go to :class:`gcsfs.GCSFileSystem` (``token``, ``project``,
+    ``endpoint_url``, ``requester_pays``, ``requests_timeout`` ...), except ``retries``:
+    attempts per request for throttling, server and connection errors (default 5). When the
+    endpoint is an emulator (``endpoint_url`` or ``STORAGE_EMULATOR_HOST`` not on
+    googleapis.com) and no ``token`` is given, requests are anonymous: no Google credentials
+    are looked up (that would query the GCE metadata server) or sent to it.
+    """
+
+    scheme = "gs"
+    keeps_versions = True
+    can_scan = True
+    hashes_content = False
+
+    def __init__(
+        self, storage_options: dict[str, Any] | None = None, *, concurrency: int = 32
+    ) -> None:
+        options = dict(storage_options or {})
+        attempts = options.pop("retries", DEFAULT_ATTEMPTS)
+        if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1:
+            raise UsageError(
+                f"storage option gs.retries must be a whole number of at least 1, not {attempts!r}"
+            )
+        for name in ("version_aware", "use_listings_cache", "skip_instance_cache"):
+            options.pop(name, None)
+        if _emulator_endpoint(options) and "token" not in options:
+            options["token"] = "anon"
+        self._concurrency = concurrency
+        self._attempts = attempts
+        try:
+            self._fs = GCSFileSystem(
+                version_aware=True,
+                use_listings_cache=False,
+                skip_instance_cache=True,
+                **options,
+            )
+        except Exception as exc:
+            raise _translate(exc, RefURI("gs", "", ""), "credentials", "GCS") from exc
+        self._endpoint: str = str(self._fs._location)
+        self._base = f"{self._endpoint}/storage/v1/"
+        timeout = self._fs.requests_timeout
+        self._timeout = aiohttp.ClientTimeout(
+            total=None,
+            sock_connect=float(timeout) if timeout else CONNECT_TIMEOUT,
+            sock_read=float(timeout) if timeout else READ_TIMEOUT,
+        )
+        self._versioning: dict[str, Versioning] = {}
+        self._lock = threading.Lock()
+        self._requests = 0
+
+    @property
+    def requests(self) -> int:
+        """How many HTTP requests this backend has sent (each retry counts)."""
+        return self._requests
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _url(self, template: str, *parts: str) -> str:
+        return self._base + template.format(*(quote(part, safe="") for part in parts))
+
+    def _headers(self, uri: RefURI, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """gcsfs's headers (User-Agent, Authorization), built in the calling thread because
+        refreshing a token is blocking I/O."""
+        try:
+            headers: dict[str, str] = self._fs._get_headers(dict(extra or {}))
+        except Exception as exc:
+            raise _translate(exc, uri, "credentials", self._endpoint) from exc
+        return headers
+
+    def _run(self, uri: RefURI, operation: str, func: Callable[..., Awaitable[_T]],
+             *args: Any) -> _T:
+        """Run a coroutine on gcsfs's event loop; translate whatever it raises."""
+        try:
+            result: _T = fsspec.asyn.sync(self._fs.loop, func, *args)
+        except ReftrackError:
+            raise
+        except Exception as exc:
+            raise _translate(exc, uri, operation, self._endpoint) from exc
+        return result
+
+    def _count(self) -> None:
+        with self._lock:
+            self._requests += 1
+
+    async def _with_retries(self, attempt: Callable[[], Awaitable[_T]]) -> _T:
+        for number in range(1, self._attempts + 1):
+            try:
+                return await attempt()
+            except Exception as exc:
+                if isinstance(exc, _HTTPError):
+                    exc.attempts = number
+                if number >= self._attempts or not _is_retryable(exc):
+                    raise
+            delay = min(BACKOFF_SECONDS * 2 ** (number - 1), BACKOFF_CAP_SECONDS)
+            await asyncio.sleep(delay * (0.5 + random.random() / 2))
+        raise RuntimeError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    async def _send(self, url: str, params: dict[str, str], headers: dict[str, str],
+                    *, raw: bool = False) -> aiohttp.ClientResponse:
+        """One GET; a response with status >= 400 is read, released and raised."""
+        session = await self._fs._set_session()
+        self._count()
+        response: aiohttp.ClientResponse = await session.request(
+            "GET",
+            url,
+            params=self._fs._get_params(params),
+            headers=headers,
+            timeout=self._timeout,
+            auto_decompress=not raw,
+        )
+        if response.status >= 400:
+            raise await _error_from(response)
+        return response
+
+    def _get_json(self, uri: RefURI, operation: str, url: str,
+                  params: dict[str, str]) -> dict[str, Any]:
+        headers = self._headers(uri)
+
+        async def attempt() -> dict[str, Any]:
+            response = await self._send(url, params, headers)
+            async with response:
+                data = await response.json(content_type=None)
+            if not isinstance(data, dict):
+                raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+            return data
+
+        async def call() -> dict[str, Any]:
+            return await self._with_retries(attempt)
+
+        return self._run(uri, operation, call)
+
+    @staticmethod
+    def _from_info(
+        bucket: str,
+        key: str,
+        *,
+        resource: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> ObjectStat:
+        """Normalise a JSON-API object resource, or the (lower-cased) headers of a media GET.
+
+        The only place that reads either: generation -> ``version_id`` (str), ETag without
+        quotes, ``updated``/``Last-Modified`` -> UTC datetime, a ``timeDeleted`` (noncurrent
+        generation) -> ``is_latest=False``, base64 ``md5Hash``/``crc32c`` -> hex checksums
+        (composite objects have no md5)."""
+        encryption: str | None = None
+        if resource is not None:
+            key = str(resource.get("name") or key)
+            generation = resource.get("generation")
+            size = resource.get("size")
+            etag = resource.get("etag")
+            modified = _rfc3339(resource.get("updated"))
+            md5, crc = resource.get("md5Hash"), resource.get("crc32c")
+            latest = not resource.get("timeDeleted")
+            customer = resource.get("customerEncryption")
+            if resource.get("kmsKeyName"):
+                encryption = f"CMEK:{resource['kmsKeyName']}"
+            elif isinstance(customer, Mapping) and customer.get("encryptionAlgorithm"):
+                encryption = f"CSEK:{customer['encryptionAlgorithm']}"
+        else:
+            found = headers or {}
+            generation = found.get("x-goog-generation")
+            size = found.get("x-goog-stored-content-length") or found.get("content-length")
+            etag = found.get("etag")
+            modified = _http_date(found.get("last-modified"))
+            hashes: dict[str, str] = {}
+            for part in found.get("x-goog-hash", "").split(","):
+                name, _, value = part.strip().partition("=")
+                hashes[name] = value
+            md5, crc = hashes.get("md5"), hashes.get("crc32c")
+            latest = True
+            if found.get("x-goog-encryption-kms-key-name"):
+                encryption = f"CMEK:{found['x-goog-encryption-kms-key-name']}"
+        checksums = {
+            name: value
+            for name, value in (("md5", _hex(md5, 16)), ("crc32c", _hex(crc, 4)))
+            if value is not None
+        }
+        try:
+            size_value = int(size) if size is not None and size != "" else None
+        except (TypeError, ValueError):
+            size_value = None
+        return ObjectStat(
+            uri=RefURI("gs", bucket, key, str(generation) if generation else None),
+            size=size_value,
+            etag=(str(etag).removeprefix("W/").strip('"') or None) if etag else None,
+            is_latest=latest,
+            is_delete_marker=False,
+            last_modified=modified,
+            encryption=encryption,
+            checksums=checksums,
+        )
+
+    @staticmethod
+    def _check_generation(uri: RefURI, stat: ObjectStat) -> None:
+        """Refuse an answer for another generation than the one pinned."""
+        if uri.version_id and stat.version_id != uri.version_id:
+            raise ObjectNotFound(
+                f"{uri}: generation {uri.version_id} no longer exists; the server answered "
+                f"with generation {stat.version_id or '(not stated)'} — refusing to fall back "
+                "to the live object",
+                str(uri),
+            )
+
+    @staticmethod
+    def _require_object(uri: RefURI) -> None:
+        if not uri.key:
+            raise UsageError(f"{uri} names a bucket, not an object: give gs://bucket/key")
+
+    # -- the protocol ---------------------------------------------------------------------
+
+    def stat(self, uri: RefURI) -> ObjectStat:
+        self._require_object(uri)
+        params = {"generation": uri.version_id} if uri.version_id else {}
+        resource = self._get_json(
+            uri, "objects.get", self._url("b/{}/o/{}", uri.bucket, uri.key), params
+        )
+        stat = self._from_info(uri.bucket, uri.key, resource=resource)
+        self._check_generation(uri, stat)
+        return stat
+
+    def scan(
+        self,
+        prefix: RefURI,
+        *,
+        all_versions: bool = False,
+        recursive: bool = True,
+        page_limit: int | None = None,
+    ) -> Iterator[ObjectStat]:
+        params = {"maxResults": str(PAGE_SIZE), "fields": _LIST_FIELDS}
+        if prefix.key:
+            params["prefix"] = prefix.key
+        if all_versions:
+            params["versions"] = "true"
+        if not recursive:
+            params["delimiter"] = "/"
+        url = self._url("b/{}/o", prefix.bucket)
+        pages = 0
+        while True:
+            page = self._get_json(prefix, "objects.list", url, params)
+            pages += 1
+            for item in page.get("items") or ():
+                yield self._from_info(prefix.bucket, "", resource=item)
+            token = page.get("nextPageToken")
+            if not token:
+                return
+            if page_limit is not None and pages >= page_limit:
+                raise ScanLimitReached(f"{prefix}: more than {page_limit} page(s)")
+            params["pageToken"] = str(token)
+
+    def open(self, uri: RefURI, *, if_match: str | None = None) -> GCSReader:
+        self._require_object(uri)
+        params = {"alt": "media"}
+        if uri.version_id:
+            params["generation"] = uri.version_id
+        # Ask for the stored bytes as stored (no decompressive transcoding): those are the
+        # bytes the md5/crc32c checksums describe.
+        extra = {"Accept-Encoding": "gzip"}
+        if if_match:
+            extra["If-Match"] = if_match
+        headers = self._headers(uri, extra)
+        url = self._url("b/{}/o/{}", uri.bucket, uri.key)
+
+        async def call() -> aiohttp.ClientResponse:
+            return await self._with_retries(lambda: self._send(url, params, headers, raw=True))
+
+        response = self._run(uri, "objects.download", call)
+        try:
+            served = self._from_info(uri.bucket, uri.key, headers=_header_map(response.headers))
+            stat = self._check_served(uri, served, if_match)
+        except BaseException:
+            self._run(uri, "objects.download", _finish, response, False)
+            raise
+        return GCSReader(self, uri, response, stat)
+
+    def _check_served(self, uri: RefURI, served: ObjectStat, if_match: str | None) -> ObjectStat:
+        """Make sure a media response is the pinned generation / the ETag expected.
+
+        Real GCS states both in the response headers (``x-goog-generation``, ``ETag``). When a
+        server leaves out what is needed, one metadata request fills it in, and the content
+        checksums of the two answers (``x-goog-hash`` vs ``md5Hash``/``crc32c``) show that
+        they describe the same bytes."""
+        if served.version_id is not None:
+            self._check_generation(uri, served)
+        if if_match and served.etag is not None and served.etag != if_match:
+            raise IntegrityError(
+                f"{uri}: the object changed since it was recorded (ETag {served.etag}, "
+                f"expected {if_match})",
+                expected=if_match, actual=served.etag, uri=str(uri),
+            )
+        unconfirmed = (uri.version_id and served.version_id is None) or (
+            if_match and served.etag is None
+        )
+        if not unconfirmed:
+            return served
+        meta = self.stat(uri)  # pinned: refuses another generation
+        if compare(served.checksums, meta.checksums) is False:
+            if uri.version_id:
+                raise ObjectNotFound(
+                    f"{uri}: the server sent bytes that are not generation {uri.version_id} "
+                    "(their checksums differ from that generation's) — refusing them",
+                    str(uri),
+                )
+            raise IntegrityError(
+                f"{uri}: the object changed while it was being opened; try again",
+                uri=str(uri),
+            )
+        if if_match and meta.etag != if_match:
+            raise IntegrityError(
+                f"{uri}: the object changed since it was recorded (ETag {meta.etag}, "
+                f"expected {if_match})",
+                expected=if_match, actual=meta.etag, uri=str(uri),
+            )
+        return replace(
+            served,
+            uri=meta.uri,
+            etag=served.etag or meta.etag,
+            size=served.size if served.size is not None else meta.size,
+            last_modified=served.last_modified or meta.last_modified,
+            encryption=served.encryption or meta.encryption,
+            checksums=served.checksums or meta.checksums,
+        )
+
+    def versioning(self, bucket: str) -> Versioning:
+        with self._lock:
+            known = self._versioning.get(bucket)
+        if known is not None:
+            return known
+        uri = RefURI("gs", bucket, "")
+        state: Versioning
+        try:
+            resource = self._get_json(
+                uri, "buckets.get", self._url("b/{}", bucket), {"fields": "versioning"}
+            )
+        except BucketAccessDenied:
+            state = "unknown"
+        else:
+            versioning = resource.get("versioning")
+            enabled = isinstance(versioning, Mapping) and versioning.get("enabled") is True
+            state = "enabled" if enabled else "disabled"
+        with self._lock:
+            self._versioning[bucket] = state
+        return state
+
+    def check_bucket(self, bucket: str) -> None:
+        # objects.list, not buckets.get: reading a dataset needs storage.objects.list/get,
+        # and roles such as Storage Object Viewer do not grant storage.buckets.get.
+        self._get_json(
+            RefURI("gs", bucket, ""),
+            "objects.list",
+            self._url("b/{}/o", bucket),
+            {"maxResults": "1", "fields": "kind"},
+        )
+
+
+async def _finish(response: aiohttp.ClientResponse, complete: bool) -> None:
+    """Give the connection back (body fully read) or drop it (body left unread)."""
+    if complete:
+        response.release()
+    else:
+        response.close()
+
+
+class GCSReader(ReaderBase):
+    """The body of one media GET, read in chunks from any thread."""
+
+    def __init__(
+        self,
+        backend: GCSBackend,
+        uri: RefURI,
+        response: aiohttp.ClientResponse,
+        stat: ObjectStat,
+    ) -> None:
+        self._backend = backend
+        self._uri = uri
+        self._response = response
+        self._complete = False
+        self._closed = False
+        self.stat = stat
+
+    def read(self, size: int) -> bytes:
+        if self._closed:
+            raise ValueError(f"{self._uri}: read from a closed reader")
+        if self._complete:
+            return b""
+        data: bytes = self._backend._run(
+            self._uri, "objects.download", self._response.content.read, size
+        )
+        if not data:
+            self._complete = True
+        return data
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._backend._run(self._uri, "objects.download", _finish, self._response,
+                               self._complete)
