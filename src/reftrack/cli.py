@@ -142,8 +142,10 @@ def _parse_metadata(pairs: list[str]) -> dict[str, Any]:
 @_handle_errors
 def log_cmd(
     ctx: typer.Context,
-    uris: Annotated[list[str], typer.Argument(help="s3://bucket/key, s3://bucket/prefix/, "
-                                              "s3://bucket/key?versionId=...", show_default=False)],
+    uris: Annotated[list[str], typer.Argument(
+        help="s3://bucket/key, s3://bucket/prefix/, s3://bucket/key?versionId=..., "
+        "gs://bucket/prefix/, gs://bucket/key#generation, ./local/dir, file:///abs/path, "
+        "https://host/file", show_default=False)],
     project: Annotated[str, typer.Option("--project", "-p", help="Project name.")],
     name: Annotated[str, typer.Option("--name", "-n", help="Artifact name.")],
     type_: Annotated[str, typer.Option("--type", "-t", help="Artifact type.")] = "dataset",
@@ -153,7 +155,7 @@ def log_cmd(
         "--metadata", "-m", help="key=value metadata (repeatable; JSON values allowed).")] = None,
     description: Annotated[str | None, typer.Option("--description", "-d")] = None,
     no_checksum: Annotated[bool, typer.Option(
-        "--no-checksum", help="Record URIs only (no version id, ETag, size).")] = False,
+        "--no-checksum", help="Record URIs only (no version id, ETag, size, hash).")] = False,
     max_objects: Annotated[int | None, typer.Option(
         "--max-objects", help="Refuse prefixes with more objects than this.")] = None,
     job_type: Annotated[str, typer.Option("--job-type", help="Job type of the run "
@@ -204,7 +206,8 @@ def log_cmd(
 def _warnings(art: Artifact) -> list[str]:
     out = []
     for source in art.manifest.sources:
-        if source.versioning in ("disabled", "suspended") and source.checksum:
+        bucket = source.uri.partition("://")[0].lower() in ("s3", "gs")
+        if bucket and source.versioning in ("disabled", "suspended") and source.checksum:
             out.append(
                 f"{source.uri}: bucket versioning is {source.versioning}, so version ids are "
                 "not recorded: verify detects changes, but the original bytes cannot be "
@@ -282,18 +285,22 @@ def verify_cmd(
     artifact: Annotated[str, typer.Argument(help="project/name:version_or_alias")],
     all_entries: Annotated[bool, typer.Option("--all", help="List every entry, not only "
                                               "those that drifted or failed.")] = False,
+    deep: Annotated[bool, typer.Option("--deep", help="Also read every entry's pinned bytes "
+                                       "and compare them with the recorded checksums (one "
+                                       "GET per entry).")] = False,
     registry: RegistryOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Re-check every reference against its bucket. Exit 0 intact (drift allowed),
+    """Re-check every reference against its store. Exit 0 intact (drift allowed),
     1 integrity failure, 3 unreachable."""
     art = Api(settings=_settings(ctx, registry)).artifact(artifact)
-    report = art.verify(progress=RichProgress())
+    report = art.verify(deep=deep, progress=RichProgress())
     if as_json:
         _print_json(report.model_dump(mode="json"))
     else:
         console = make_console()
-        console.print(f"verified [bold]{escape(art.qualified_name)}[/]: "
+        how = " (deep: bytes re-hashed)" if deep else ""
+        console.print(f"verified [bold]{escape(art.qualified_name)}[/]{how}: "
                       f"{len(report.entries)} entries with {report.requests} request(s)")
         for table in verify_tables(report, all_entries=all_entries):
             console.print(table)

@@ -109,19 +109,37 @@ class RichProgress:
             self._task = None
 
 
+def _scheme(uri: str) -> str:
+    return uri.partition("://")[0].lower()
+
+
 def _version_text(entry: ManifestEntry) -> str:
     if not entry.checksummed:
         return "[dim]not recorded (checksum=False)[/]"
     if entry.version_id is None:
+        scheme = _scheme(entry.ref)
+        if scheme == "file":
+            return "[dim](local file)[/]"
+        if scheme in ("http", "https"):
+            return "[dim](HTTP, no versions)[/]"
         return "[yellow](unversioned)[/]"
     return escape(entry.version_id)
+
+
+def _identity_text(entry: ManifestEntry) -> str:
+    """The ETag, or else the strongest content checksum (shortened)."""
+    if entry.etag:
+        return escape(entry.etag)
+    for name, value in (entry.checksums or {}).items():
+        return f"{name}:{value[:16]}…"
+    return "-"
 
 
 def entries_table(manifest: Manifest, *, limit: int | None = None, title: str = "") -> Table:
     table = Table(title=title or None, title_justify="left", show_lines=False)
     table.add_column("path", overflow="fold")
     table.add_column("version id", no_wrap=True)
-    table.add_column("ETag", no_wrap=True)
+    table.add_column("ETag / checksum", no_wrap=True)
     table.add_column("size", justify="right", no_wrap=True)
     table.add_column("reference", overflow="fold")
     entries = manifest.sorted_entries()
@@ -130,7 +148,7 @@ def entries_table(manifest: Manifest, *, limit: int | None = None, title: str = 
         table.add_row(
             escape(entry.path),
             _version_text(entry),
-            escape(entry.etag) if entry.etag else "-",
+            _identity_text(entry),
             size_text(entry.size),
             escape(entry.ref),
         )
@@ -160,10 +178,17 @@ def sources_lines(manifest: Manifest) -> list[str]:
     lines = []
     for source in manifest.sources:
         what = (
-            f"prefix, {source.entries} objects ({source.listed} versions listed)"
+            (f"directory, {source.entries} files" if _scheme(source.uri) == "file" else
+             f"prefix, {source.entries} objects ({source.listed} versions listed)")
             if source.kind == "prefix" else "one object"
         )
-        notes = [f"bucket versioning {source.versioning}"]
+        scheme = _scheme(source.uri)
+        if scheme == "file":
+            notes = ["local files: size, mtime and sha256 recorded, no versions"]
+        elif scheme in ("http", "https"):
+            notes = ["HTTP: ETag, Last-Modified, size and sha256 recorded, no versions"]
+        else:
+            notes = [f"bucket versioning {source.versioning}"]
         if not source.checksum:
             notes.append("checksum=False: URIs only, nothing pinned")
         if source.skipped_markers:
@@ -197,7 +222,7 @@ def verify_tables(report: VerifyReport, *, all_entries: bool = False) -> list[An
         Status.MOVED: "drift: key overwritten, pinned version intact",
         Status.DELETED: "drift: key deleted, pinned version intact",
         Status.VERSION_MISSING: "FAIL: pinned data is gone",
-        Status.CHANGED: "FAIL: unversioned object overwritten",
+        Status.CHANGED: "FAIL: unversioned object (or local file, HTTP resource) changed",
         Status.CORRUPT: "FAIL: content does not match the record",
         Status.UNREACHABLE: "could not check (bucket missing, access denied, network)",
     }
