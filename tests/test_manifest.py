@@ -111,3 +111,33 @@ def test_large_manifest_streams(tmp_path) -> None:
     assert len(back) == n and back.digest == m.digest
     assert path.stat().st_size < n * 60  # compressed well below one line per entry
     assert isinstance(io.BytesIO, type)
+
+
+def test_checksums_are_in_the_digest_and_validated() -> None:
+    sha = "ab" * 32
+    a = ManifestEntry(path="a", ref="file:///d/a", size=3, digest=sha, checksums={"sha256": sha})
+    b = a.model_copy(update={"checksums": {"sha256": "cd" * 32}})
+    assert Manifest([a]).digest != Manifest([b]).digest
+    assert Manifest.from_bytes(Manifest([a]).to_bytes()).entries["a"].checksums == {"sha256": sha}
+    with pytest.raises(ValueError, match="unknown checksum"):
+        ManifestEntry(path="a", ref="file:///d/a", checksums={"sha1": "ab"})
+    with pytest.raises(ValueError, match="lowercase hex"):
+        ManifestEntry(path="a", ref="file:///d/a", checksums={"md5": "AB=="})
+
+
+def test_schema_1_manifests_still_read_with_the_same_digest() -> None:
+    """A manifest written before checksums existed (schema 1) reads back, digest unchanged."""
+    e = entry("a")
+    canonical = json.dumps({"path": "a", "ref": "s3://bkt/a", "version_id": "v1",
+                            "etag": "e" * 32, "size": 3, "digest": "e" * 32},
+                           sort_keys=True, separators=(",", ":"))
+    assert e.canonical() == canonical  # no "checksums" key when none were recorded
+    import hashlib
+
+    digest = hashlib.sha256(b"reftrack-manifest/1\n" + canonical.encode() + b"\n").hexdigest()
+    header = {"format": "reftrack.manifest", "schema_version": 1, "digest": digest,
+              "entries": 1, "size": 3, "sources": []}
+    old = gzip.compress((json.dumps(header) + "\n" + e.model_dump_json(exclude_none=True)
+                         + "\n").encode())
+    m = Manifest.from_bytes(old)
+    assert m.digest == digest and m.entries["a"] == e
