@@ -68,7 +68,7 @@ class _FastCRC32C:
     def __init__(self) -> None:
         import google_crc32c
 
-        self._checksum = google_crc32c.Checksum()
+        self._checksum = google_crc32c.Checksum()  # type: ignore[no-untyped-call]
 
     def update(self, data: bytes) -> None:
         self._checksum.update(bytes(data))  # type: ignore[no-untyped-call]

@@ -35,6 +35,9 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 import fsspec.asyn
 from gcsfs.core import GCSFileSystem
+from gcsfs.retry import HttpError as GcsfsHttpError
+from gcsfs.retry import NonRetryableError
+from google.auth.exceptions import GoogleAuthError
 
 from ..checksums import b64_to_hex, compare
 from ..errors import (
@@ -136,7 +139,9 @@ def _translate(exc: BaseException, uri: RefURI, operation: str, endpoint: str) -
             uri.bucket_uri,
             code=code,
         )
-    if operation == "credentials" or _is_auth_error(exc):
+    if operation == "credentials" or isinstance(
+        exc, GoogleAuthError | GcsfsHttpError | NonRetryableError
+    ):  # gcsfs raises its HttpError(401) and NonRetryableError only when a token refresh fails
         return BucketAccessDenied(
             f"{where}: GCS credentials could not be loaded or refreshed ({type(exc).__name__}: "
             f"{exc}); {fix}",
@@ -155,14 +160,6 @@ def _translate(exc: BaseException, uri: RefURI, operation: str, endpoint: str) -
             uri.bucket_uri,
         )
     return BackendError(f"{where}: GCS {operation} failed: {exc!r}", uri.bucket_uri)
-
-
-def _is_auth_error(exc: BaseException) -> bool:
-    """google-auth failures, and gcsfs's wrappers of them (raised while refreshing a token)."""
-    module = type(exc).__module__
-    return module.startswith("google.auth") or (
-        module.startswith("gcsfs") and type(exc).__name__ in ("HttpError", "NonRetryableError")
-    )
 
 
 def _is_retryable(exc: BaseException) -> bool:
@@ -246,6 +243,9 @@ class GCSBackend:
     endpoint is an emulator (``endpoint_url`` or ``STORAGE_EMULATOR_HOST`` not on
     googleapis.com) and no ``token`` is given, requests are anonymous: no Google credentials
     are looked up (that would query the GCE metadata server) or sent to it.
+
+    ``concurrency`` is accepted like the other backends; callers bound their own thread pools
+    and gcsfs's aiohttp session allows 100 connections, so nothing here needs sizing.
     """
 
     scheme = "gs"
@@ -266,7 +266,6 @@ class GCSBackend:
             options.pop(name, None)
         if _emulator_endpoint(options) and "token" not in options:
             options["token"] = "anon"
-        self._concurrency = concurrency
         self._attempts = attempts
         try:
             self._fs = GCSFileSystem(
