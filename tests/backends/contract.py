@@ -247,8 +247,11 @@ class ErrorContract:
                 store.backend.stat(store.uri("secret"))
             assert isinstance(info.value, PermissionError)
             assert store.bucket in str(info.value)
-            with pytest.raises(BucketAccessDenied):
-                list(store.backend.scan(store.uri("")))
+            if store.backend.can_scan:
+                with pytest.raises(BucketAccessDenied):
+                    list(store.backend.scan(store.uri("")))
+            else:
+                needs_scan(store)
 
     def test_errors_keep_the_original_cause(self, store: Store) -> None:
         with pytest.raises(ReftrackError) as info:

@@ -53,6 +53,7 @@ from urllib3.exceptions import (
     ResponseError,
     SSLError,
 )
+from urllib3.exceptions import TimeoutError as TimedOut
 from urllib3.util import Retry, Timeout
 
 from ..checksums import b64_to_hex
@@ -162,9 +163,7 @@ def _translate(exc: BaseException, uri: RefURI, operation: str) -> ReftrackError
     if isinstance(reason, LocationValueError):
         return UsageError(f"{where} is not a usable URL ({name})")
     if isinstance(reason, ResponseError):  # too many redirects
-        return BackendError(
-            f"{where}: more than {MAX_REDIRECTS} redirects; check the URL", host
-        )
+        return BackendError(f"{where}: more than {MAX_REDIRECTS} redirects; check the URL", host)
     if isinstance(reason, SSLError):
         return BackendError(
             f"cannot reach {host} securely ({name}); check the server's certificate, or "
@@ -172,13 +171,12 @@ def _translate(exc: BaseException, uri: RefURI, operation: str) -> ReftrackError
             host,
         )
     if operation == "read":
-        return BackendError(
-            f"{where}: the transfer from {host} broke off ({name}); retry", host
-        )
+        return BackendError(f"{where}: the transfer from {host} broke off ({name}); retry", host)
     if isinstance(reason, HTTPError | OSError | TimeoutError):
+        slow = ", or raise storage_options timeout" if isinstance(reason, TimedOut) else ""
         return BackendError(
-            f"cannot reach {host} for {where} ({name}); check the network and the URL, "
-            "then retry",
+            f"cannot reach {host} for {where} ({name}); check the network and the URL"
+            f"{slow}, then retry",
             host,
         )
     return BackendError(f"{where}: HTTP {operation} failed ({name})", host)
@@ -239,12 +237,6 @@ def _checksums(headers: Mapping[str, str]) -> dict[str, str]:
     md5 = b64_to_hex((headers.get("content-md5") or "").strip())
     if md5 and len(md5) == 32:
         found.setdefault("md5", md5)
-    for part in (headers.get("repr-digest") or "").split(","):
-        name, _, value = part.strip().partition("=")
-        if name.strip().lower() == "sha-256":
-            sha = b64_to_hex(value.strip().strip(":"))
-            if sha and len(sha) == 64:
-                found["sha256"] = sha
     return found
 
 
@@ -284,7 +276,7 @@ def _if_match(etag: str) -> str | None:
     strongly, so a weak tag never matches and the answer is checked by weak comparison)."""
     if etag[:2].upper() == "W/":
         return None
-    return f'"{etag.strip(chr(34))}"'
+    return '"' + etag.strip('"') + '"'
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -438,7 +430,9 @@ class HTTPBackend:
         if uri.scheme not in ("http", "https"):
             raise UsageError(f"{_shown(uri)} is not an http(s):// URL")
         url = uri.base
-        sent = {**self._headers, **(headers or {})}
+        sent = urllib3.HTTPHeaderDict(self._headers)  # case-insensitive: ours replace theirs
+        for name, value in (headers or {}).items():
+            sent[name] = value
         attempt = 0
         while True:
             self._count(1)
