@@ -91,8 +91,8 @@ def test_corrupt_manifests_are_detected() -> None:
         Manifest.from_bytes(data[: len(data) // 2])
     with pytest.raises(ManifestError, match="not a reftrack manifest"):
         Manifest.from_bytes(gzip.compress(b'{"hello": 1}\n'))
-    newer = _rewrite(data, lambda ls: [ls[0].replace(f'"schema_version":{SCHEMA_VERSION}', '"schema_version":99'),
-                                       *ls[1:]])
+    current = f'"schema_version":{SCHEMA_VERSION}'
+    newer = _rewrite(data, lambda ls: [ls[0].replace(current, '"schema_version":99'), *ls[1:]])
     with pytest.raises(ManifestError, match="upgrade reftrack"):
         Manifest.from_bytes(newer)
     evil = _rewrite(data, lambda ls: [ls[0], ls[1].replace('"path":"a"', '"path":"../a"'), ls[2]])
