@@ -254,7 +254,7 @@ class Artifact:
                 raise ObjectNotFound(
                     f"cannot reference {ref}: {exc}", str(ref), delete_marker=exc.delete_marker
                 ) from exc
-        elif not ref.is_dir_like or not backend.can_scan:
+        elif not ref.is_dir_like:
             try:
                 stat = backend.stat(ref)
             except ObjectNotFound as exc:
@@ -309,8 +309,9 @@ class Artifact:
         self, backend: Backend, stat: ObjectStat, name: str | None, checksum: bool
     ) -> tuple[list[ManifestEntry], ManifestSource]:
         ref = stat.uri
+        key = ref.key.partition("?")[0] if ref.scheme in ("http", "https") else ref.key
         path = name if name is not None else check_entry_path(
-            ref.key.rpartition("/")[2], what=f"the file name of {ref}"
+            key.rpartition("/")[2], what=f"the file name of {ref}"
         )
         source = ManifestSource(
             uri=str(ref), kind="object", name=name, entries=1, listed=1,

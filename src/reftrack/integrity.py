@@ -3,9 +3,9 @@ and the downloader share.
 
 - Sizes that differ mean different content.
 - Content checksums (sha256, md5, crc32c) decide when both sides have one in common.
-- Otherwise the ETag decides when both sides have one, else Last-Modified (the mtime for local
-  files) when it is *equal*; a differing Last-Modified alone decides nothing: the bytes are
-  re-hashed against the recorded checksum when there is one.
+- Otherwise an equal ETag, or else an equal Last-Modified (the mtime for local files), means
+  unchanged. A differing ETag means changed when there is no recorded checksum (S3); with one
+  (local, HTTP), a differing ETag or Last-Modified decides nothing: the bytes are re-hashed.
 - A single-part S3 ETag is the MD5 of the content (not with SSE-KMS or SSE-C): deep checks and
   downloads hash the bytes against it.
 """
@@ -58,7 +58,11 @@ def content_match(entry: ManifestEntry, stat: ObjectStat) -> bool | None:
     if decided is not None:
         return decided
     if entry.etag is not None and stat.etag is not None:
-        return entry.etag == stat.etag
+        if entry.etag == stat.etag:
+            return True
+        # Another ETag: different bytes, unless a recorded checksum says otherwise (servers
+        # re-derive ETags from mtimes on re-deploys): hash when there is one to hash against.
+        return None if entry.checksums else False
     if (
         entry.last_modified is not None
         and stat.last_modified is not None
