@@ -110,7 +110,9 @@ class Backend(Protocol):
         """Requests sent so far (for reports and benchmarks)."""
 
     def stat(self, uri: RefURI) -> ObjectStat:
-        """One object: the current version, or ``uri.version_id`` exactly (one request)."""
+        """One object: the current version, or ``uri.version_id`` exactly (one request; two
+        for an HTTP server that refuses HEAD). A pinned version that the store cannot serve
+        exactly is ``ObjectNotFound``, never the live object."""
 
     def scan(
         self,
@@ -137,7 +139,8 @@ class Backend(Protocol):
         """The bucket's versioning state; ``"unknown"`` when not allowed to ask."""
 
     def check_bucket(self, bucket: str) -> None:
-        """Raise ``BucketNotFound`` / ``BucketAccessDenied`` unless the bucket is usable."""
+        """Raise ``BucketNotFound`` / ``BucketAccessDenied`` unless the bucket is usable
+        (HTTP: ``BackendError`` when the host cannot be reached; local files: nothing)."""
 
 
 class ReaderBase:
