@@ -134,6 +134,11 @@ def test_cli_log_verify_get_gs(gcs: Any, tmp_path: Path) -> None:
                                  "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["entries"] == 3
+    assert "Object Versioning is off" in json.loads(result.stdout)["warnings"][0]
+    gcs.set_versioning(True)
+    result = runner.invoke(app, ["log", f"gs://{gcs.bucket}/imgs/", "-p", "g", "-n", "v2",
+                                 "--json"])
+    assert json.loads(result.stdout)["warnings"] == []
     result = runner.invoke(app, ["show", "g/cli:v0"])
     assert result.exit_code == 0 and "gs://" in result.stdout
     gcs.write("imgs/sub/c.png", b"changed")

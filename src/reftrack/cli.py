@@ -206,8 +206,16 @@ def log_cmd(
 def _warnings(art: Artifact) -> list[str]:
     out = []
     for source in art.manifest.sources:
-        bucket = source.uri.partition("://")[0].lower() in ("s3", "gs")
-        if bucket and source.versioning in ("disabled", "suspended") and source.checksum:
+        scheme = source.uri.partition("://")[0].lower()
+        if scheme == "gs" and source.versioning == "disabled" and source.checksum:
+            out.append(
+                f"{source.uri}: Object Versioning is off on this bucket: generations are "
+                "recorded, but an overwritten or deleted object's pinned generation is gone at "
+                "once (verify reports version_missing, download refuses it). Enable Object "
+                "Versioning to keep them."
+            )
+        elif scheme == "s3" and source.versioning in ("disabled", "suspended") \
+                and source.checksum:
             out.append(
                 f"{source.uri}: bucket versioning is {source.versioning}, so version ids are "
                 "not recorded: verify detects changes, but the original bytes cannot be "
