@@ -295,7 +295,13 @@ def _changed_detail(entry: ManifestEntry, live: ObjectStat) -> str:
             parts.append(f"{name} {recorded[name][:12]}... -> {value[:12]}...")
             break
     what = ", ".join(parts) or "content differs"
-    return f"changed since it was logged: {what} (unversioned: the original bytes are gone)"
+    scheme = entry.ref.partition("://")[0].lower()
+    gone = {
+        "file": "local files keep no versions: the original bytes are gone",
+        "http": "HTTP keeps no versions: the original bytes are gone",
+        "https": "HTTP keeps no versions: the original bytes are gone",
+    }.get(scheme, "unversioned: the original bytes are gone")
+    return f"changed since it was logged: {what} ({gone})"
 
 
 def _unreachable(item: _Item, error: BaseException) -> EntryResult:
