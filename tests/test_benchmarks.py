@@ -35,3 +35,40 @@ def test_bench_s3_small_run(capsys: pytest.CaptureFixture[str]) -> None:
     assert log["within_bound"] is True
     assert rows["download"]["requests"] == 40
     assert rows["download-again"]["requests"] == 0
+
+
+SCHEMES_SCRIPT = SCRIPT.parent / "bench_schemes.py"
+
+
+def test_bench_schemes_small_run(capsys: pytest.CaptureFixture[str]) -> None:
+    """benchmarks/bench_schemes.py: GCS (emulator), local files and HTTP at N=30, all bounds
+    and result checks hold. It starts and stops its own servers and sets its own environment."""
+    spec = importlib.util.spec_from_file_location("bench_schemes", SCHEMES_SCRIPT)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--sizes", "30", "--json", "--quiet"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["ok"] is True and result["problems"] == []
+    rows = {(row["scheme"], row["operation"]): row for row in result["rows"]}
+    assert all(row["n"] == 30 for row in result["rows"])
+    assert all(row["within_bound"] is not False for row in result["rows"])
+    # GCS: one list page (+ the bucket GET) to log, one to verify, nothing to re-download
+    assert rows[("gcs", "log")]["requests"] == 2
+    assert rows[("gcs", "verify")]["requests"] == 1
+    assert rows[("gcs", "verify-drift")]["requests"] == 1
+    assert rows[("gcs", "verify-drift")]["details"]["statuses"] == {"ok": 29, "version_missing": 1}
+    assert rows[("gcs", "download-again")]["requests"] == 0
+    assert rows[("gcs", "naive")]["requests"] == 30
+    # local: an untouched verify reads nothing; only the 2 drifted files are re-read
+    assert rows[("local", "log")]["bytes_read"] == 30 * 64 * 1024
+    assert rows[("local", "verify")]["bytes_read"] == 0
+    assert rows[("local", "verify-drift")]["files_read"] == 2
+    assert rows[("local", "verify-deep")]["files_read"] == 30
+    assert rows[("local", "download-again")]["files_read"] == 0
+    # HTTP: verify is HEADs only; a changed file costs one GET to re-hash
+    assert rows[("http", "log")]["by_operation"] == {"GET": 30, "HEAD": 30}
+    assert rows[("http", "verify")]["by_operation"] == {"GET": 0, "HEAD": 30}
+    assert rows[("http", "verify-drift")]["by_operation"] == {"GET": 1, "HEAD": 30}
+    assert rows[("http", "download")]["requests"] == 30
+    assert rows[("http", "download-again")]["requests"] == 0
