@@ -171,12 +171,12 @@ def test_statuses_for_gcs_facts_the_emulator_cannot_produce() -> None:
     from reftrack.verify import _Item, _judge
 
     sums = {"md5": "aa" * 16, "crc32c": "0badf00d"}
-    entry = ManifestEntry(path="k", ref="gs://b/k", version_id="5", etag="e5", size=3,
+    entry = ManifestEntry(path="k", ref="gs://bkt/k", version_id="5", etag="e5", size=3,
                           checksums=sums)
-    item = _Item(entry, parse_uri("gs://b/k#5"))
-    pinned = ObjectStat(uri=parse_uri("gs://b/k#5"), size=3, etag="e5-meta2",
+    item = _Item(entry, parse_uri("gs://bkt/k#5"))
+    pinned = ObjectStat(uri=parse_uri("gs://bkt/k#5"), size=3, etag="e5-meta2",
                         is_latest=False, checksums=sums)  # metadata edited: ETag moved
-    newer = ObjectStat(uri=parse_uri("gs://b/k#9"), size=4, etag="e9",
+    newer = ObjectStat(uri=parse_uri("gs://bkt/k#9"), size=4, etag="e9",
                        checksums={"md5": "bb" * 16})
 
     def judge(latest: ObjectStat | None, found: ObjectStat | None) -> str:
@@ -185,9 +185,9 @@ def test_statuses_for_gcs_facts_the_emulator_cannot_produce() -> None:
 
     assert judge(newer, pinned) == "moved"  # overwritten; generation 5 still readable
     assert judge(None, pinned) == "deleted"  # only noncurrent generations left
-    live = ObjectStat(uri=parse_uri("gs://b/k#5"), size=3, etag="e5", checksums=sums)
+    live = ObjectStat(uri=parse_uri("gs://bkt/k#5"), size=3, etag="e5", checksums=sums)
     assert judge(live, live) == "ok"
     assert judge(newer, None) == "version_missing"
-    bad = ObjectStat(uri=parse_uri("gs://b/k#5"), size=3, etag="e5",
+    bad = ObjectStat(uri=parse_uri("gs://bkt/k#5"), size=3, etag="e5",
                      checksums={"md5": "cc" * 16, "crc32c": "0badf00d"})
     assert judge(bad, bad) == "corrupt"  # md5 decides, not the ETag
