@@ -36,10 +36,21 @@ from .errors import (
     UsageError,
 )
 from .manifest import Manifest, ManifestEntry
-from .run import Run, init
+from .run import Run, Summary, current_run, finish, init, log, log_artifact, use_artifact
 from .settings import Settings
 from .transfer import DownloadReport
 from .verify import EntryResult, Status, VerifyReport
+
+# ``reftrack.run`` is the current run (None outside ``init()``), as ``wandb.run`` is; the
+# module of the same name stays importable with ``from reftrack.run import ...``.
+del globals()["run"]
+
+
+def __getattr__(name: str) -> object:
+    if name == "run":
+        return current_run()
+    raise AttributeError(f"module 'reftrack' has no attribute {name!r}")
+
 
 try:
     __version__ = _metadata.version("reftrack")
@@ -69,8 +80,14 @@ __all__ = [
     "Run",
     "Settings",
     "Status",
+    "Summary",
     "UsageError",
     "VerifyReport",
     "__version__",
+    "current_run",
+    "finish",
     "init",
+    "log",
+    "log_artifact",
+    "use_artifact",
 ]

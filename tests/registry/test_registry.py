@@ -1,4 +1,5 @@
 import threading
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -212,9 +213,10 @@ def test_artifact_paths() -> None:
 
 
 def test_runs_and_use_edges(reg: Registry) -> None:
-    producer = reg.create_run(project="p", job_type="ingest", config={"a": 1})
+    producer, resumed = reg.create_run(project="p", job_type="ingest", config={"a": 1})
+    assert resumed is False
     v, _ = log(reg, manifest("a"), run_pk=producer.pk)
-    consumer = reg.create_run(project="p", job_type="train")
+    consumer, _ = reg.create_run(project="p", job_type="train")
     reg.record_use(consumer.pk, v)
     reg.record_use(consumer.pk, v)  # idempotent
     assert [r.id for r in reg.version_users(v.id)] == [consumer.id]
@@ -227,3 +229,38 @@ def test_runs_and_use_edges(reg: Registry) -> None:
         reg.create_run(project="p", run_id=producer.id)
     finished = reg.finish_run(consumer.pk, "finished")
     assert finished.state == "finished" and finished.finished_at is not None
+
+
+def test_version_1_registry_is_upgraded_in_place(tmp_path: Any) -> None:
+    """A registry written by reftrack 0.1 (schema 1: runs without the new columns) opens,
+    keeps its rows, and gains the schema-2 columns."""
+
+
+    path = tmp_path / "old.db"
+    engine = sa.create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE reftrack_meta (key VARCHAR(64) PRIMARY KEY, "
+                             "value TEXT NOT NULL)"))
+        conn.execute(sa.text("INSERT INTO reftrack_meta VALUES ('schema_version', '1')"))
+        conn.execute(sa.text("CREATE TABLE projects (id INTEGER PRIMARY KEY, name VARCHAR(128) "
+                             "NOT NULL UNIQUE, created_at DATETIME NOT NULL)"))
+        conn.execute(sa.text("INSERT INTO projects VALUES (1, 'p', '2026-01-01 00:00:00')"))
+        conn.execute(sa.text(
+            "CREATE TABLE runs (pk INTEGER PRIMARY KEY, id VARCHAR(64) NOT NULL, project_id "
+            "INTEGER NOT NULL, name VARCHAR(256), job_type VARCHAR(128), config JSON NOT NULL, "
+            "state VARCHAR(16) NOT NULL, started_at DATETIME NOT NULL, finished_at DATETIME, "
+            "host VARCHAR(256), user VARCHAR(256))"))
+        conn.execute(sa.text("INSERT INTO runs (pk, id, project_id, config, state, started_at) "
+                             "VALUES (1, 'old1', 1, '{\"lr\": 0.1}', 'finished', "
+                             "'2026-01-01 00:00:00')"))
+    engine.dispose()
+    reg = Registry(str(path))
+    old = reg.run("p", "old1")
+    assert old.config == {"lr": 0.1} and old.summary == {} and old.group is None
+    with reg.engine.connect() as conn:
+        version = conn.execute(sa.text(
+            "SELECT value FROM reftrack_meta WHERE key='schema_version'")).scalar()
+    assert version == "2"
+    resumed, again = reg.create_run(project="p", run_id="old1", resume="allow")
+    assert again and resumed.state == "running"
+    assert reg.log_history(resumed.pk, {"acc": 0.5}, None).summary == {"acc": 0.5}

@@ -67,3 +67,15 @@ class RunRecord(BaseModel):
     finished_at: datetime | None
     host: str | None
     user: str | None
+    group: str | None = None
+    sweep: str | None = None
+    summary: dict[str, Any] = {}
+    git_commit: str | None = None
+    git_remote: str | None = None
+    program: str | None = None
+    notes: str | None = None
+
+    @property
+    def path(self) -> str:
+        """``project/run_id``."""
+        return f"{self.project}/{self.id}"

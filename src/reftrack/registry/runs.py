@@ -64,22 +64,59 @@ class RunStore:
         name: str | None = None,
         job_type: str | None = None,
         config: dict[str, Any] | None = None,
-    ) -> RunRecord:
+        group: str | None = None,
+        sweep: str | None = None,
+        resume: str = "never",
+        git_commit: str | None = None,
+        git_remote: str | None = None,
+        program: str | None = None,
+        notes: str | None = None,
+    ) -> tuple[RunRecord, bool]:
+        """Start a run, or reopen ``run_id`` (``resume``: ``"never"`` fails if it exists,
+        ``"allow"`` reopens it if it exists, ``"must"`` fails unless it exists). Returns the
+        record and whether it was resumed. One transaction: two processes resuming the same
+        id queue, and the second sees the first's run."""
         check_name(project, "project name")
         if job_type is not None:
             check_name(job_type, "job type")
+        for value, what in ((group, "group"), (sweep, "sweep id")):
+            if value is not None:
+                check_name(value, what)
+        if resume not in ("never", "allow", "must"):
+            raise UsageError(f"resume must be 'allow', 'must' or 'never', not {resume!r}")
+        if resume == "must" and run_id is None:
+            raise UsageError("resume='must' needs the id of the run to resume (id=...)")
         run_id = run_id or _new_run_id()
         check_name(run_id, "run id")
         cfg = check_json(config or {}, "config")
         with self._write() as conn:
-            project_id = self._project_id(conn, project, create=True)
+            project_id = self._project_id(conn, project, create=resume != "must")
             taken = conn.execute(
-                sa.select(t.runs.c.pk).where(
+                sa.select(t.runs.c.pk, t.runs.c.config).where(
                     t.runs.c.project_id == project_id, t.runs.c.id == run_id
                 )
             ).first()
             if taken is not None:
-                raise UsageError(f"run {project}/{run_id} already exists; pick another id")
+                if resume == "never":
+                    raise UsageError(
+                        f"run {project}/{run_id} already exists; pick another id, or pass "
+                        "resume='allow' to continue it"
+                    )
+                merged = {**(taken.config or {}), **cfg}
+                conn.execute(
+                    t.runs.update().where(t.runs.c.pk == taken.pk).values(
+                        state="running", finished_at=None, config=merged,
+                        **{k: v for k, v in (("name", name), ("job_type", job_type),
+                                             ("group_name", group), ("sweep", sweep))
+                           if v is not None},
+                    )
+                )
+                return self._run_by_pk(conn, int(taken.pk)), True
+            if resume == "must":
+                raise NotFound(
+                    f"run {project}/{run_id} does not exist, so it cannot be resumed "
+                    "(resume='must'); use resume='allow' to start it if missing"
+                )
             pk = _pk(conn.execute(
                 t.runs.insert().values(
                     id=run_id,
@@ -91,9 +128,88 @@ class RunStore:
                     started_at=_now(),
                     host=socket.gethostname(),
                     user=_user(),
+                    group_name=group,
+                    sweep=sweep,
+                    summary={},
+                    git_commit=git_commit,
+                    git_remote=git_remote,
+                    program=program,
+                    notes=notes,
                 )
             ))
-            return self._run_by_pk(conn, pk)
+            return self._run_by_pk(conn, pk), False
+
+    def update_summary(self, run_pk: int, values: dict[str, Any]) -> RunRecord:
+        """Merge ``values`` into the run's summary (one transaction)."""
+        values = check_json(values, "summary")
+        with self._write() as conn:
+            current = conn.execute(
+                sa.select(t.runs.c.summary).where(t.runs.c.pk == run_pk)
+            ).scalar()
+            conn.execute(
+                t.runs.update().where(t.runs.c.pk == run_pk)
+                .values(summary={**(current or {}), **values})
+            )
+            return self._run_by_pk(conn, run_pk)
+
+    def log_history(self, run_pk: int, data: dict[str, Any], step: int | None) -> RunRecord:
+        """Store one step of metrics and fold it into the summary (last value per key)."""
+        data = check_json(data, "logged metrics")
+        with self._write() as conn:
+            last = conn.execute(
+                sa.select(sa.func.max(t.run_history.c.step))
+                .where(t.run_history.c.run_pk == run_pk)
+            ).scalar()
+            if step is None:
+                step = 0 if last is None else int(last) + 1
+            elif last is not None and step < int(last):
+                raise UsageError(
+                    f"step {step} is before the last logged step {last}; steps only go forward"
+                )
+            existing = conn.execute(
+                sa.select(t.run_history.c.data).where(
+                    t.run_history.c.run_pk == run_pk, t.run_history.c.step == step
+                )
+            ).scalar()
+            if existing is None:
+                conn.execute(t.run_history.insert().values(
+                    run_pk=run_pk, step=step, data=data, logged_at=_now()
+                ))
+            else:
+                conn.execute(
+                    t.run_history.update().where(
+                        t.run_history.c.run_pk == run_pk, t.run_history.c.step == step
+                    ).values(data={**existing, **data})
+                )
+            current = conn.execute(
+                sa.select(t.runs.c.summary).where(t.runs.c.pk == run_pk)
+            ).scalar()
+            conn.execute(
+                t.runs.update().where(t.runs.c.pk == run_pk)
+                .values(summary={**(current or {}), **data})
+            )
+            return self._run_by_pk(conn, run_pk)
+
+    def history(self, run_pk: int) -> list[dict[str, Any]]:
+        """Every logged step, oldest first: ``{"_step": n, **metrics}``."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(t.run_history.c.step, t.run_history.c.data)
+                .where(t.run_history.c.run_pk == run_pk)
+                .order_by(t.run_history.c.step)
+            ).all()
+        return [{"_step": int(r.step), **(r.data or {})} for r in rows]
+
+    def runs(self, project: str) -> list[RunRecord]:
+        """Every run of ``project``, oldest first."""
+        check_name(project, "project name")
+        with self.engine.connect() as conn:
+            project_id = self._project_id(conn, project, create=False)
+            pks = conn.execute(
+                sa.select(t.runs.c.pk).where(t.runs.c.project_id == project_id)
+                .order_by(t.runs.c.started_at, t.runs.c.pk)
+            ).scalars().all()
+            return [self._run_by_pk(conn, int(pk)) for pk in pks]
 
     def finish_run(self, run_pk: int, state: str) -> RunRecord:
         with self._write() as conn:
@@ -122,6 +238,13 @@ class RunStore:
             finished_at=_utc(row.finished_at) if row.finished_at else None,
             host=row.host,
             user=row.user,
+            group=row.group_name,
+            sweep=row.sweep,
+            summary=row.summary or {},
+            git_commit=row.git_commit,
+            git_remote=row.git_remote,
+            program=row.program,
+            notes=row.notes,
         )
 
     def run(self, project: str, run_id: str) -> RunRecord:

@@ -17,7 +17,10 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""1: the S3 release. 2: runs gain group, sweep, summary, git commit/remote and program, and
+per-step metrics live in ``run_history``. A version-1 registry is upgraded in place when
+opened (columns added, nothing rewritten)."""
 
 metadata = MetaData()
 
@@ -82,7 +85,29 @@ runs = Table(
     Column("finished_at", DateTime(timezone=True)),
     Column("host", String(256)),
     Column("user", String(256)),
+    # schema 2 (added to version-1 registries by Registry._migrate):
+    Column("group_name", String(128)),
+    Column("sweep", String(128)),
+    Column("summary", JSON),
+    Column("git_commit", String(64)),
+    Column("git_remote", Text),
+    Column("program", Text),
+    Column("notes", Text),
     UniqueConstraint("project_id", "id", name="uq_run_id"),
+)
+
+# Columns that schema 2 added to ``runs``: what a version-1 registry gets on upgrade.
+RUNS_V2_COLUMNS = ("group_name", "sweep", "summary", "git_commit", "git_remote", "program",
+                   "notes")
+
+# ``run.log({...})``: one row per step; the run's summary keeps the last value per key.
+run_history = Table(
+    "run_history",
+    metadata,
+    Column("run_pk", Integer, ForeignKey("runs.pk"), primary_key=True),
+    Column("step", Integer, primary_key=True),
+    Column("data", JSON, nullable=False),
+    Column("logged_at", DateTime(timezone=True), nullable=False),
 )
 
 versions = Table(

@@ -90,6 +90,8 @@ class Registry(RunStore):
                         f"registry {self.location} has schema version {row[0]}, newer than this "
                         f"reftrack supports ({t.SCHEMA_VERSION}); upgrade reftrack"
                     )
+                elif int(row[0]) < t.SCHEMA_VERSION:
+                    self._migrate(conn, int(row[0]))
         except sa.exc.OperationalError as exc:
             raise UsageError(
                 f"cannot open registry {self.location}: {exc.orig}; check the path or URL "
@@ -100,6 +102,22 @@ class Registry(RunStore):
                 f"{self.location} is not a reftrack registry ({exc.orig}); point "
                 "REFTRACK_REGISTRY or --registry at a registry file or database"
             ) from exc
+
+    def _migrate(self, conn: Connection, found: int) -> None:
+        """Upgrade an older registry in place, in the caller's transaction (all or nothing):
+        version 1 -> 2 adds the run columns (new tables were made by ``create_all``)."""
+        if found < 2:
+            present = {c["name"] for c in sa.inspect(conn).get_columns("runs")}
+            for name in t.RUNS_V2_COLUMNS:
+                if name not in present:
+                    column = t.runs.c[name]
+                    kind = column.type.compile(dialect=conn.dialect)
+                    conn.execute(sa.text(f'ALTER TABLE runs ADD COLUMN "{name}" {kind}'))
+        conn.execute(
+            t.meta.update()
+            .where(t.meta.c.key == "schema_version")
+            .values(value=str(t.SCHEMA_VERSION))
+        )
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
