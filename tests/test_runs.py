@@ -152,3 +152,17 @@ def test_git_commit_user_host_and_program(tmp_path: Path,
     monkeypatch.setattr(sys, "argv", ["-c"])
     with reftrack.init(project="w") as outside:
         assert outside.program is None
+
+
+def test_longer_loops_are_refused_too(data: Path) -> None:
+    """A logs a; B uses a and logs b; A (still open) using b would close a loop."""
+    a_run = reftrack.init(project="w", job_type="a")
+    a = a_run.log_artifact(str(data), name="a", type="dataset")
+    with reftrack.init(project="w", job_type="b") as b_run:
+        b_run.use_artifact("a:v0")
+        (data / "b.txt").write_bytes(b"b")
+        b = b_run.log_artifact(str(data / "b.txt"), name="b", type="dataset")
+    with pytest.raises(UsageError, match="must not loop"):
+        a_run.use_artifact(b)
+    a_run.finish()
+    assert a.used_by()[0].job_type == "b"

@@ -270,6 +270,11 @@ class RunStore:
                     f"a run cannot use {version.qualified_name}: it logged that version itself "
                     "(lineage must not loop)"
                 )
+            if run_pk in self._runs_upstream(conn, version.id):
+                raise UsageError(
+                    f"a run cannot use {version.qualified_name}: that version is built on "
+                    "this run's own output (lineage must not loop)"
+                )
             known = conn.execute(
                 sa.select(t.run_inputs.c.run_pk).where(
                     t.run_inputs.c.run_pk == run_pk, t.run_inputs.c.version_id == version.id
@@ -281,6 +286,26 @@ class RunStore:
                         run_pk=run_pk, version_id=version.id, used_at=_now()
                     )
                 )
+
+    def _runs_upstream(self, conn: Connection, version_id: int) -> set[int]:
+        """Every run a version is built on, transitively (one query per hop): a run among
+        them using the version would close a loop."""
+        runs: set[int] = set()
+        seen = {version_id}
+        frontier = {version_id}
+        while frontier:
+            producers = set(conn.execute(
+                sa.select(t.versions.c.run_pk).where(
+                    t.versions.c.id.in_(frontier), t.versions.c.run_pk.is_not(None)
+                )
+            ).scalars()) - runs
+            runs |= producers
+            inputs = set(conn.execute(
+                sa.select(t.run_inputs.c.version_id).where(t.run_inputs.c.run_pk.in_(producers))
+            ).scalars()) if producers else set()
+            frontier = inputs - seen
+            seen |= frontier
+        return runs
 
     def run_inputs(self, run_pk: int) -> list[VersionRecord]:
         with self.engine.connect() as conn:
