@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from .backends import Backend, ObjectStat
+from .blobs import BlobStore, absolute_local_path
 from .context import Context
 from .errors import IntegrityError, NotFound, ObjectNotFound, UsageError
 from .integrity import hash_reader
@@ -273,6 +274,78 @@ class Artifact:
             entries = self._hash_entries(backend, entries, progress)
         self.manifest.add_all(entries)
         self.manifest.sources.append(source)
+        return entries
+
+    # -- managed files ------------------------------------------------------------------------
+
+    def add_file(
+        self,
+        local_path: str | os.PathLike[str],
+        name: str | None = None,
+        *,
+        progress: Progress | None = None,
+    ) -> ManifestEntry:
+        """Copy a local file into the blob store and add it as ``name`` (default: its file
+        name). Unlike :meth:`add_reference`, the bytes are kept: ``download()`` works after
+        the original is changed or deleted.
+
+        Files are stored once per content (by SHA-256), in ``Settings.blob_store`` /
+        ``REFTRACK_BLOB_STORE`` or else the ``blobs/`` directory next to the registry; a file
+        the store already holds is not stored again. Returns the entry added.
+        """
+        self._require_unlogged("add files to")
+        path = absolute_local_path(local_path, "add_file")
+        if os.path.isdir(path):
+            raise UsageError(f"{path} is a directory; use add_dir({str(local_path)!r}) for "
+                             "directories")
+        if not os.path.lexists(path):
+            raise ObjectNotFound(f"cannot add {path}: no such file", f"file://{path}")
+        entry_path = check_entry_path(name, what="name") if name is not None else \
+            check_entry_path(os.path.basename(path), what=f"the file name of {path}")
+        store = BlobStore.from_settings(self._ctx.settings, self._ctx.backends)
+        blob = store.put_many([path], progress)[0]
+        entry = blob.entry(entry_path)
+        self.manifest.add_all([entry])
+        self.manifest.sources.append(ManifestSource(
+            uri=parse_uri(path).base, kind="managed", name=name, entries=1, listed=1,
+            versioning=store.versioning(),
+        ))
+        return entry
+
+    def add_dir(
+        self,
+        local_path: str | os.PathLike[str],
+        name: str | None = None,
+        *,
+        progress: Progress | None = None,
+    ) -> list[ManifestEntry]:
+        """Copy every file under a local directory into the blob store (see
+        :meth:`add_file`); entry paths are relative to the directory, under ``name/`` when
+        given. Symlinks follow the rule of local references: only inside the directory.
+        Returns the entries added."""
+        self._require_unlogged("add files to")
+        path = absolute_local_path(local_path, "add_dir")
+        if os.path.isfile(path):
+            raise UsageError(f"{path} is a file; use add_file({str(local_path)!r}) for files")
+        if name is not None:
+            check_entry_path(name, what="name")
+        root = parse_uri(path)
+        files = list(self._ctx.backends.for_scheme("file").scan(root))
+        if not files:
+            raise ObjectNotFound(f"cannot add {path}: the directory holds no files", root.base)
+        paths = []
+        for stat in files:
+            rel = stat.key[len(root.key.rstrip("/")) + 1:]
+            paths.append(check_entry_path(f"{name}/{rel}" if name else rel,
+                                          what=f"{stat.key!r} gives entry path"))
+        store = BlobStore.from_settings(self._ctx.settings, self._ctx.backends)
+        blobs = store.put_many([stat.key for stat in files], progress)
+        entries = [blob.entry(entry_path) for blob, entry_path in zip(blobs, paths, strict=True)]
+        self.manifest.add_all(entries)
+        self.manifest.sources.append(ManifestSource(
+            uri=root.base.rstrip("/") + "/", kind="managed", name=name, entries=len(entries),
+            listed=len(files), versioning=store.versioning(),
+        ))
         return entries
 
     def _hash_entries(

@@ -17,11 +17,14 @@ from . import __version__
 from .api import Api
 from .artifact import Artifact
 from .errors import DownloadFailed, ReftrackError, UsageError
+from .lineage import Direction, sources, walk, write_sources_json
 from .render import (
     RichProgress,
     artifacts_table,
     download_lines,
     entries_table,
+    lineage_source_table,
+    lineage_table,
     make_console,
     record_lines,
     size_text,
@@ -351,6 +354,94 @@ def demo_cmd(
     from .demo import run_demo
 
     raise typer.Exit(run_demo(make_console(), workdir=workdir))
+
+
+LINEAGE_FORMATS = ("table", "json", "dot", "mermaid")
+
+
+@app.command("lineage")
+def lineage_cmd(
+    ctx: typer.Context,
+    artifact: Annotated[str, typer.Argument(help="project/name:version_or_alias")],
+    upstream: Annotated[bool, typer.Option(
+        "--upstream", help="Only what the version was built from (runs that logged it, the "
+        "versions they used, ...).")] = False,
+    downstream: Annotated[bool, typer.Option(
+        "--downstream", help="Only what was built from the version (runs that used it, the "
+        "versions they logged, ...).")] = False,
+    depth: Annotated[int | None, typer.Option(
+        "--depth", help="Edges to walk from the version (run <-> version hops; 2 reaches the "
+        "versions its run used). Default: the whole graph.", show_default=False)] = None,
+    format_: Annotated[str, typer.Option(
+        "--format", "-f", help="table (people), json, dot (Graphviz) or mermaid.")] = "table",
+    show_sources: Annotated[bool, typer.Option(
+        "--sources", help="Instead of the graph: the source data the version is built on "
+        "(upstream versions no run derived from others), each with its pinned references.")]
+        = False,
+    limit: Annotated[int, typer.Option(
+        "--limit", min=0, help="With --sources: references shown per source in the table "
+        "(0: all; --json always lists all).")] = 20,
+    registry: RegistryOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Walk the lineage graph of a version: the runs that logged and used it, transitively.
+    Prints a table, or JSON, Graphviz DOT or Mermaid text (--format) to render elsewhere:
+    `reftrack lineage p/model:v0 -f dot | dot -Tsvg > lineage.svg`."""
+    fmt = "json" if as_json else format_.strip().lower()
+    _lineage(ctx, artifact=artifact, upstream=upstream, downstream=downstream, depth=depth,
+             fmt=fmt, format_given=format_, show_sources=show_sources, limit=limit,
+             registry=registry, as_json=fmt == "json" or as_json)
+
+
+@_handle_errors
+def _lineage(ctx: typer.Context, *, artifact: str, upstream: bool, downstream: bool,
+             depth: int | None, fmt: str, format_given: str, show_sources: bool, limit: int,
+             registry: str | None, as_json: bool) -> None:
+    if fmt not in LINEAGE_FORMATS:
+        raise UsageError(f"--format must be one of {', '.join(LINEAGE_FORMATS)}, "
+                         f"not {format_given!r}")
+    if as_json and format_given.strip().lower() not in ("table", "json"):
+        raise UsageError(f"--json and --format {format_given} disagree; give one of them")
+    if upstream and downstream:
+        raise UsageError("--upstream and --downstream exclude each other; give neither to "
+                         "walk both ways")
+    if depth is not None and depth < 0:
+        raise UsageError(f"--depth must be 0 or more (edges from the version), not {depth}")
+    direction: Direction = "upstream" if upstream else "downstream" if downstream else "both"
+    api = Api(settings=_settings(ctx, registry))
+    record = api.artifact(artifact)._logged()
+    reg = api._ctx.registry
+    if show_sources:
+        if downstream or depth is not None:
+            raise UsageError("--sources walks the whole upstream graph; drop --downstream "
+                             "and --depth")
+        if fmt not in ("table", "json"):
+            raise UsageError("--sources prints a table or JSON, not a graph; drop --format "
+                             f"{fmt} (or --sources)")
+        found = sources(reg, record)
+        if fmt == "json":
+            write_sources_json(reg, record.qualified_name, found, sys.stdout)
+            return
+        console = make_console()
+        if found == [] or [s.qualified_name for s in found] == [record.qualified_name]:
+            console.print(f"{escape(record.qualified_name)} is source data itself: no run "
+                          "derived it from other versions")
+        else:
+            console.print(f"[bold]{escape(record.qualified_name)}[/] is built on "
+                          f"{len(found)} source version(s):")
+        for source in found:
+            console.print(lineage_source_table(source, source.references(reg),
+                                               limit=limit or None))
+        return
+    graph = walk(reg, record, direction=direction, depth=depth)
+    if fmt == "json":
+        _print_json(graph.model_dump(mode="json"))
+    elif fmt == "dot":
+        sys.stdout.write(graph.to_dot())
+    elif fmt == "mermaid":
+        sys.stdout.write(graph.to_mermaid())
+    else:
+        make_console().print(lineage_table(graph))
 
 
 def main() -> None:

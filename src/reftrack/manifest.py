@@ -123,7 +123,9 @@ class ManifestSource(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     uri: str
-    kind: Literal["prefix", "object"]
+    kind: Literal["prefix", "object", "managed"]
+    """``prefix``/``object``: an ``add_reference`` call; ``managed``: an ``add_file``/``add_dir``
+    call (``uri`` is the local file or directory that was copied into the blob store)."""
     name: str | None = None
     entries: int = 0
     listed: int = 0

@@ -21,6 +21,13 @@ from rich.progress import (
 from rich.progress import Progress as RichProgressBar
 from rich.table import Table
 
+from .lineage import (
+    LineageGraph,
+    LineageNode,
+    PinnedReference,
+    SourceVersion,
+    entries_text,
+)
 from .manifest import Manifest, ManifestEntry
 from .registry import ArtifactSummary, VersionRecord
 from .transfer import DownloadReport
@@ -177,6 +184,16 @@ def record_lines(record: VersionRecord) -> list[str]:
 def sources_lines(manifest: Manifest) -> list[str]:
     lines = []
     for source in manifest.sources:
+        if source.kind == "managed":
+            name = f" as {source.name!r}" if source.name else ""
+            files = "1 file" if source.entries == 1 else f"{source.entries} files"
+            versioned = (f"; blob store versioning {source.versioning}"
+                         if source.versioning not in ("disabled", "unknown") else "")
+            lines.append(
+                f"  {escape(source.uri)}{escape(name)}: managed, {files} copied into the blob "
+                f"store (stored once per sha256; download and verify use the copies){versioned}"
+            )
+            continue
         what = (
             (f"directory, {source.entries} files" if _scheme(source.uri) == "file" else
              f"prefix, {source.entries} objects ({source.listed} versions listed)")
@@ -273,3 +290,103 @@ def download_lines(report: DownloadReport) -> list[str]:
     for note, count in notes.items():
         lines.append(f"  note ({count} file(s)): {escape(note)}")
     return lines
+
+
+def _lineage_relation(graph: LineageGraph, node: LineageNode, labels: dict[str, str]) -> str:
+    """How ``node`` connects towards the root, e.g. ``logged proj/model:v0``."""
+    if node.side == "upstream":
+        verb = "logged" if node.kind == "run" else "used by"
+        others = graph.downstream_of(node.id)
+    elif node.side == "downstream":
+        verb = "used" if node.kind == "run" else "logged by"
+        others = graph.upstream_of(node.id)
+    else:
+        return ""
+    return ", ".join(f"{verb} {labels.get(o, o)}" for o in others)
+
+
+def _lineage_details(node: LineageNode) -> str:
+    attrs = node.attributes
+    if node.kind == "version":
+        aliases = ", ".join(attrs.get("aliases") or [])
+        text = f"{attrs['type']}, {entries_text(attrs['entry_count'])}, {size_text(attrs['size'])}"
+        return f"{text}; aliases: {aliases}" if aliases else text
+    parts = [str(attrs.get("job_type") or "-"), str(attrs.get("state"))]
+    started = str(attrs.get("started_at") or "")
+    if started:
+        parts.append(f"started {started[:19].replace('T', ' ')}")
+    if attrs.get("name"):
+        parts.insert(0, repr(attrs["name"]))
+    return ", ".join(parts)
+
+
+def lineage_table(graph: LineageGraph) -> Table:
+    """A lineage graph for people: upstream (farthest first), the root, then downstream."""
+    how = "unbounded" if graph.depth is None else f"depth {graph.depth}"
+    root_label = graph.node(graph.root).label
+    table = Table(title=f"lineage of {escape(root_label)} ({graph.direction}, {how})",
+                  title_justify="left")
+    table.add_column("hops", justify="right", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
+    table.add_column("node", overflow="fold")
+    table.add_column("details", overflow="fold")
+    table.add_column("link towards the root", overflow="fold")
+    labels = {n.id: n.label for n in graph.nodes}
+    order = {"upstream": 0, "root": 1, "downstream": 2}
+    ordered = sorted(
+        graph.nodes,
+        key=lambda n: (order[n.side], -n.depth if n.side == "upstream" else n.depth),
+    )
+    for node in ordered:
+        hops = "root" if node.side == "root" else (
+            f"↑{node.depth}" if node.side == "upstream" else f"↓{node.depth}")
+        name = f"[bold]{escape(node.label)}[/]" if node.side == "root" else escape(node.label)
+        table.add_row(hops, node.kind, name, escape(_lineage_details(node)),
+                      escape(_lineage_relation(graph, node, labels)))
+    if graph.truncated:
+        table.caption = (f"the walk stopped at depth {graph.depth}: there is more lineage "
+                         "beyond (raise --depth, or omit it to walk everything)")
+    elif len(graph.nodes) == 1:
+        table.caption = "no lineage recorded: no run logged or used this version"
+    return table
+
+
+def _pinned_version_text(ref: PinnedReference) -> str:
+    if ref.version_id is not None:
+        return escape(ref.version_id)
+    if ref.etag is None and ref.digest is None and ref.size is None:
+        return "[dim]not recorded (checksum=False)[/]"
+    scheme = _scheme(ref.ref)
+    if scheme == "file":
+        return "[dim](local file)[/]"
+    if scheme in ("http", "https"):
+        return "[dim](HTTP, no versions)[/]"
+    return "[yellow](unversioned)[/]"
+
+
+def lineage_source_table(source: SourceVersion, refs: Iterable[PinnedReference],
+                         *, limit: int | None = None) -> Table:
+    """One source version and (up to ``limit`` of) its pinned references."""
+    aliases = ", ".join(source.aliases)
+    producer = source.logged_by.removeprefix("run:") if source.logged_by else "no run"
+    title = (f"[bold]{escape(source.qualified_name)}[/] ({escape(source.type)}, "
+             f"{entries_text(source.entry_count)}, {size_text(source.size)}; logged by "
+             f"{escape(producer)}{'; aliases: ' + escape(aliases) if aliases else ''})")
+    table = Table(title=title, title_justify="left")
+    table.add_column("path", overflow="fold")
+    table.add_column("version id", no_wrap=True)
+    table.add_column("checksum / ETag", no_wrap=True)
+    table.add_column("pinned uri", overflow="fold")
+    shown = 0
+    for ref in refs:
+        if limit and shown >= limit:
+            break
+        check = ref.etag or next(
+            (f"{k}:{v[:16]}…" for k, v in (ref.checksums or {}).items()), "-")
+        table.add_row(escape(ref.path), _pinned_version_text(ref), escape(check),
+                      escape(ref.uri))
+        shown += 1
+    if shown < source.entry_count:
+        table.caption = (f"{source.entry_count - shown} more entries "
+                         "(use --limit 0 to show all, or --json)")
+    return table

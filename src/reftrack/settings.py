@@ -28,15 +28,19 @@ def default_registry_path() -> Path:
 class Settings(BaseModel):
     """How reftrack is configured.
 
-    ``registry`` is a filesystem path (SQLite) or an SQLAlchemy URL. ``storage_options``
-    maps a scheme (``"s3"``) to keyword arguments for its fsspec filesystem, e.g.
-    ``{"s3": {"endpoint_url": "http://127.0.0.1:9000"}}``. Without them the usual AWS
-    environment applies (``AWS_PROFILE``, ``AWS_ENDPOINT_URL_S3``, ...).
+    ``registry`` is a filesystem path (SQLite) or an SQLAlchemy URL. ``blob_store`` is where
+    managed files (``Artifact.add_file``/``add_dir``) are stored: a local directory or a
+    ``s3://bucket/prefix/`` / ``gs://bucket/prefix/`` URL; by default the ``blobs/`` directory
+    next to an SQLite registry (a registry given by a server URL has no default).
+    ``storage_options`` maps a scheme (``"s3"``) to keyword arguments for its fsspec
+    filesystem, e.g. ``{"s3": {"endpoint_url": "http://127.0.0.1:9000"}}``. Without them the
+    usual AWS environment applies (``AWS_PROFILE``, ``AWS_ENDPOINT_URL_S3``, ...).
     """
 
     model_config = ConfigDict(frozen=True)
 
     registry: str = Field(default_factory=lambda: str(default_registry_path()))
+    blob_store: str | None = None
     storage_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     concurrency: int = 32
     max_objects: int = DEFAULT_MAX_OBJECTS
@@ -54,6 +58,12 @@ class Settings(BaseModel):
                 "the registry location is empty; give a path or an SQLAlchemy URL "
                 "(REFTRACK_REGISTRY, --registry)"
             )
+        if self.blob_store is not None and not self.blob_store.strip():
+            raise UsageError(
+                "the blob store location is empty; give a directory or an s3:// or gs:// URL "
+                "(REFTRACK_BLOB_STORE), or leave it unset for the blobs/ directory next to the "
+                "registry"
+            )
         for name in ("concurrency", "max_objects"):
             if getattr(self, name) < 1:
                 raise UsageError(f"setting {name} must be at least 1, got {getattr(self, name)}")
@@ -65,6 +75,8 @@ class Settings(BaseModel):
         values: dict[str, Any] = {}
         if os.environ.get("REFTRACK_REGISTRY"):
             values["registry"] = os.environ["REFTRACK_REGISTRY"]
+        if os.environ.get("REFTRACK_BLOB_STORE"):
+            values["blob_store"] = os.environ["REFTRACK_BLOB_STORE"]
         if os.environ.get("REFTRACK_CONCURRENCY"):
             try:
                 values["concurrency"] = int(os.environ["REFTRACK_CONCURRENCY"])

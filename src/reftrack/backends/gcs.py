@@ -16,11 +16,15 @@ object for any generation), the answer is refused with :class:`ObjectNotFound`. 
 that does not say which generation it carries (real GCS always sends ``x-goog-generation``; the
 emulator does not) is tied to the pinned generation with one metadata request and the content
 checksums of both answers.
+
+The one write, ``put`` (used only by the blob store for managed files), is one media upload, or
+a resumable upload in 8 MiB chunks above 8 MiB, with the same session, retries and translation.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import threading
@@ -37,6 +41,7 @@ from gcsfs.core import GCSFileSystem
 
 from ..checksums import b64_to_hex, compare
 from ..errors import (
+    BackendError,
     BucketAccessDenied,
     IntegrityError,
     ObjectNotFound,
@@ -44,8 +49,9 @@ from ..errors import (
     UsageError,
 )
 from ..uri import RefURI
-from .base import ObjectStat, ReaderBase, ScanLimitReached, Versioning
+from .base import ObjectReader, ObjectStat, ReaderBase, ScanLimitReached, Versioning
 from .gcs_errors import GCSHTTPError, error_from, is_retryable, translate
+from .writer import CheckedSource
 
 __all__ = ["GCSBackend", "GCSReader"]
 
@@ -55,6 +61,8 @@ BACKOFF_SECONDS = 0.5  # before the first retry; doubles each time, with jitter
 BACKOFF_CAP_SECONDS = 16.0
 CONNECT_TIMEOUT = 30.0  # seconds; storage option ``requests_timeout`` overrides both
 READ_TIMEOUT = 120.0  # seconds without a byte from the server
+SINGLE_UPLOAD_LIMIT = 8 * 1024 * 1024  # larger uploads are resumable, in chunks
+UPLOAD_CHUNK = 8 * 1024 * 1024  # a multiple of 256 KiB, as resumable uploads require
 _LIST_FIELDS = (
     "nextPageToken,items(name,generation,size,etag,updated,md5Hash,crc32c,timeDeleted,"
     "kmsKeyName,customerEncryption)"
@@ -209,17 +217,21 @@ class GCSBackend:
         raise RuntimeError("unreachable")  # pragma: no cover - the loop returns or raises
 
     async def _send(self, url: str, params: dict[str, str], headers: dict[str, str],
-                    *, raw: bool = False) -> aiohttp.ClientResponse:
-        """One GET; a response with status >= 400 is read, released and raised."""
+                    *, raw: bool = False, method: str = "GET",
+                    data: bytes | None = None) -> aiohttp.ClientResponse:
+        """One request (a GET unless told); a response with status >= 400 is read, released
+        and raised."""
         session = await self._fs._set_session()
         self._count()
         response: aiohttp.ClientResponse = await session.request(
-            "GET",
+            method,
             url,
             params=self._fs._get_params(params),
             headers=headers,
+            data=data,
             timeout=self._timeout,
             auto_decompress=not raw,
+            allow_redirects=method == "GET",
         )
         if response.status >= 400:
             raise await error_from(response)
@@ -433,6 +445,104 @@ class GCSBackend:
             encryption=served.encryption or meta.encryption,
             checksums=served.checksums or meta.checksums,
         )
+
+    def put(
+        self, uri: RefURI, reader: ObjectReader, *, size: int, checksums: Mapping[str, str]
+    ) -> ObjectStat:
+        """Upload ``reader`` to ``uri``: one media upload up to :data:`SINGLE_UPLOAD_LIMIT`
+        bytes, else a resumable upload in :data:`UPLOAD_CHUNK` chunks (one request per chunk,
+        plus one). The source is checked against ``checksums`` before the request that
+        creates the object, and the md5 GCS computed is compared with the source's when both
+        are known. Returns the new generation."""
+        self._require_object(uri)
+        source = CheckedSource(reader, size=size, checksums=checksums)
+        url = f"{self._endpoint}/upload/storage/v1/b/{quote(uri.bucket, safe='')}/o"
+        if size <= SINGLE_UPLOAD_LIMIT:
+            data = source.read_all(SINGLE_UPLOAD_LIMIT)
+            source.verify()
+            resource = self._upload(uri, "POST", url, {"uploadType": "media", "name": uri.key},
+                                    {"Content-Type": "application/octet-stream"}, data)
+        else:
+            resource = self._put_resumable(uri, url, source, size)
+        stat = self._from_info(uri.bucket, uri.key, resource=resource)
+        if compare(checksums, stat.checksums) is False:
+            raise IntegrityError(
+                f"{uri}: GCS stored other bytes than were sent (its checksums differ); the "
+                "transfer was corrupted, try again",
+                uri=str(stat.uri),
+            )
+        return stat
+
+    def _upload(self, uri: RefURI, method: str, url: str, params: dict[str, str],
+                extra: dict[str, str], data: bytes, *, expect: int | None = None
+                ) -> dict[str, Any]:
+        """One upload request (retried). Without ``expect``: a 200/201 answer's JSON object
+        resource. With it: that status is required and the (lower-cased) response headers
+        are returned (a resumable session's ``Location``; a chunk's 308)."""
+        headers = self._headers(uri, extra)
+
+        async def attempt() -> dict[str, Any]:
+            response = await self._send(url, params, headers, method=method, data=data)
+            async with response:
+                if expect is None and response.status in (200, 201):
+                    answer = await response.json(content_type=None)
+                    if not isinstance(answer, dict):
+                        raise ValueError(f"expected a JSON object, got {type(answer).__name__}")
+                    return answer
+                await response.read()
+                if response.status != (expect or 200):
+                    raise ValueError(f"expected HTTP {expect or 200}, got {response.status}")
+                return dict(_header_map(response.headers))
+
+        async def call() -> dict[str, Any]:
+            return await self._with_retries(attempt)
+
+        return self._run(uri, "objects.insert", call)
+
+    def _put_resumable(
+        self, uri: RefURI, url: str, source: CheckedSource, size: int
+    ) -> dict[str, Any]:
+        started = self._upload(
+            uri, "POST", url, {"uploadType": "resumable", "name": uri.key},
+            {"X-Upload-Content-Type": "application/octet-stream",
+             "X-Upload-Content-Length": str(size)}, b"", expect=200,
+        )
+        session = started.get("location")
+        if not session:
+            raise BackendError(f"{uri}: GCS started no resumable upload (no Location header)",
+                               uri.bucket_uri)
+        offset = 0
+        try:
+            chunk = source.read_exactly(UPLOAD_CHUNK)
+            while True:
+                following = source.read_exactly(UPLOAD_CHUNK) if chunk else b""
+                end = offset + len(chunk) - 1
+                if following:
+                    self._upload(uri, "PUT", session, {},
+                                 {"Content-Range": f"bytes {offset}-{end}/*"}, chunk, expect=308)
+                    offset += len(chunk)
+                    chunk = following
+                    continue
+                source.verify()  # the last request creates the object
+                total = offset + len(chunk)
+                span = f"{offset}-{end}" if chunk else "*"
+                return self._upload(uri, "PUT", session, {},
+                                    {"Content-Range": f"bytes {span}/{total}"}, chunk)
+        except BaseException:
+            self._cancel(uri, session)
+            raise
+
+    def _cancel(self, uri: RefURI, session: str) -> None:
+        """Best effort: abandon a resumable upload (GCS would expire it after a week)."""
+
+        async def call() -> None:
+            http = await self._fs._set_session()
+            self._count()
+            async with http.request("DELETE", session, timeout=self._timeout) as answer:
+                await answer.read()
+
+        with contextlib.suppress(ReftrackError):
+            self._run(uri, "objects.insert", call)
 
     def versioning(self, bucket: str) -> Versioning:
         with self._lock:

@@ -6,13 +6,18 @@ Local files keep no versions and no ETag: a reference records size, mtime and (c
 target's content, but only when the target stays inside the referenced directory: a link that
 points outside it (or dangles, or loops) is refused with an error naming it, never followed
 and never skipped silently. Special files (FIFOs, sockets, devices) are refused the same way.
+
+``put`` (the blob store's writer, :mod:`.writer`) writes a file atomically: a temporary file
+in the target's directory, flushed, checked against the expected checksums, made read-only and
+renamed into place.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import stat as stat_mod
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import IO, Any
 
@@ -24,25 +29,31 @@ from ..errors import (
     UsageError,
 )
 from ..uri import RefURI
-from .base import ObjectStat, ReaderBase, Versioning
+from .base import ObjectReader, ObjectStat, ReaderBase, Versioning
+from .writer import CheckedSource
 
 __all__ = ["LocalBackend"]
 
+CHUNK = 1024 * 1024
+STORED_MODE = 0o444
+"""Files written by :meth:`LocalBackend.put` (managed blobs) are read-only, as git objects
+are: their name is their content."""
 
-def _translate(exc: OSError, uri: RefURI) -> ReftrackError:
+
+def _translate(exc: OSError, uri: RefURI, action: str = "read") -> ReftrackError:
     """The one place OS errors become reftrack errors (by errno class, not message)."""
     path = uri.key
-    if isinstance(exc, FileNotFoundError | NotADirectoryError):
+    if isinstance(exc, FileNotFoundError | NotADirectoryError) and action == "read":
         return ObjectNotFound(f"{uri}: no such file", str(uri))
     if isinstance(exc, PermissionError):
         return BucketAccessDenied(
             f"{uri}: permission denied; check the file's owner and mode (ls -l {path!r}) "
-            "or run as a user that may read it",
+            f"or run as a user that may {action} it",
             str(uri),
         )
     if isinstance(exc, IsADirectoryError):
         return ObjectNotFound(f"{uri}: is a directory, not a file", str(uri))
-    return BackendError(f"{uri}: cannot read ({exc.strerror or exc})", str(uri))
+    return BackendError(f"{uri}: cannot {action} ({exc.strerror or exc})", str(uri))
 
 
 def _mtime(st: os.stat_result) -> datetime:
@@ -178,6 +189,35 @@ class LocalBackend:
             handle.close()
             raise
         return LocalReader(uri, handle, self._from_stat(uri, st))
+
+    def put(
+        self, uri: RefURI, reader: ObjectReader, *, size: int, checksums: Mapping[str, str]
+    ) -> ObjectStat:
+        """Write ``reader`` to the file ``uri.key``: into a temporary file in the same
+        directory, flushed to disk and checked, then renamed over the target (atomic).
+        The file is made read-only (:data:`STORED_MODE`)."""
+        self._no_version(uri)
+        source = CheckedSource(reader, size=size, checksums=checksums)
+        directory, _, name = uri.key.rpartition("/")
+        tmp = f"{directory}/.{name}.{secrets.token_hex(4)}.reftrack-part"
+        try:
+            os.makedirs(directory or "/", exist_ok=True)
+            try:
+                with open(tmp, "xb") as out:
+                    while chunk := source.read(CHUNK):
+                        out.write(chunk)
+                    out.flush()
+                    os.fsync(out.fileno())
+                source.verify()
+                os.chmod(tmp, STORED_MODE)
+                os.replace(tmp, uri.key)
+            finally:
+                if os.path.lexists(tmp):
+                    os.unlink(tmp)
+            st = os.stat(uri.key)
+        except OSError as exc:
+            raise _translate(exc, uri, "write") from exc
+        return self._from_stat(uri, st)
 
     def versioning(self, bucket: str) -> Versioning:
         return "disabled"

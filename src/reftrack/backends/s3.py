@@ -5,12 +5,18 @@ configuration and retries of throttling and network errors, while reftrack decid
 which S3 calls are made: one ``ListObjectVersions`` page per 1000 versions for a prefix, one
 ``HeadObject`` for one object, one ``GetObject`` per download. s3fs's listing cache is never
 used (``use_listings_cache=False``, and no ``ls``/``info`` call), so a delete is seen at once.
+
+The one write, ``put`` (used only by the blob store for managed files), is one ``PutObject``
+with ``Content-MD5``, or a multipart upload above 8 MiB, through the same ``call_s3``.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import hashlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -27,11 +33,15 @@ from ..errors import (
     ReftrackError,
 )
 from ..uri import RefURI
-from .base import ObjectStat, ReaderBase, ScanLimitReached, Versioning
+from .base import ObjectReader, ObjectStat, ReaderBase, ScanLimitReached, Versioning
+from .writer import CheckedSource
 
 __all__ = ["S3Backend"]
 
 PAGE_SIZE = 1000  # S3's maximum page size for ListObjectVersions
+MULTIPART_THRESHOLD = 8 * 1024 * 1024  # larger uploads go in parts (boto3's default too)
+PART_SIZE = 8 * 1024 * 1024
+MAX_PARTS = 10_000
 
 _DENIED = {
     "403",
@@ -120,6 +130,12 @@ def _translate(exc: BaseException, uri: RefURI, operation: str) -> ReftrackError
         else:
             text = f"{where}: no such object"
         return ObjectNotFound(text, str(uri), delete_marker=delete_marker)
+    if code in ("BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"):
+        return IntegrityError(
+            f"{where}: S3 refused the upload: the bytes it received do not match their "
+            f"checksum ({code}); the transfer was corrupted, try again",
+            uri=str(uri),
+        )
     if code in ("PreconditionFailed", "412"):
         return IntegrityError(
             f"{where}: the object changed since it was recorded (ETag differs)", uri=str(uri)
@@ -143,6 +159,10 @@ def _action(operation: str) -> str:
         "list_objects_v2": "ListBucket",
         "head_bucket": "ListBucket",
         "get_bucket_versioning": "GetBucketVersioning",
+        "put_object": "PutObject",
+        "create_multipart_upload": "PutObject",
+        "upload_part": "PutObject",
+        "complete_multipart_upload": "PutObject",
     }.get(operation, operation)
 
 
@@ -150,6 +170,11 @@ def _etag(value: Any) -> str | None:
     if not value:
         return None
     return str(value).strip('"')
+
+
+def _md5(data: bytes) -> str:
+    """``Content-MD5``: the base64 MD5 of a request body."""
+    return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
 
 
 def _version(value: Any) -> str | None:
@@ -296,6 +321,46 @@ class S3Backend:
             kwargs["IfMatch"] = f'"{if_match}"'
         response = self._call("get_object", uri, **kwargs)
         return S3Reader(self, uri, response)
+
+    def put(
+        self, uri: RefURI, reader: ObjectReader, *, size: int, checksums: Mapping[str, str]
+    ) -> ObjectStat:
+        """Upload ``reader`` to ``uri``: one ``PutObject`` up to :data:`MULTIPART_THRESHOLD`
+        bytes, else a multipart upload (one request per part, plus two). Every request carries
+        the MD5 of its body (``Content-MD5``: S3 refuses corrupted bytes) and the source is
+        checked against ``checksums`` before the object becomes visible (before the PUT, or
+        before completing the multipart upload, which is aborted otherwise). Returns the
+        stored version: its VersionId (None in unversioned buckets), ETag and size."""
+        source = CheckedSource(reader, size=size, checksums=checksums)
+        target = {"Bucket": uri.bucket, "Key": uri.key}
+        if size <= MULTIPART_THRESHOLD:
+            data = source.read_all(MULTIPART_THRESHOLD)
+            source.verify()
+            response = self._call("put_object", uri, **target, Body=data, ContentMD5=_md5(data))
+        else:
+            response = self._put_parts(uri, source, size)
+        return self._from_info(uri.bucket, uri.key, {**response, "Size": size})
+
+    def _put_parts(self, uri: RefURI, source: CheckedSource, size: int) -> dict[str, Any]:
+        target = {"Bucket": uri.bucket, "Key": uri.key}
+        mib = 1024 * 1024
+        part_size = max(PART_SIZE, -(-size // (MAX_PARTS * mib)) * mib)
+        upload = self._call("create_multipart_upload", uri, **target)["UploadId"]
+        try:
+            parts: list[dict[str, Any]] = []
+            while data := source.read_exactly(part_size):
+                number = len(parts) + 1
+                answer = self._call("upload_part", uri, **target, UploadId=upload,
+                                    PartNumber=number, Body=data, ContentMD5=_md5(data))
+                parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+            source.verify()
+            return self._call("complete_multipart_upload", uri, **target, UploadId=upload,
+                              MultipartUpload={"Parts": parts})
+        except BaseException:
+            # Best effort: an upload left incomplete is cleaned up by a lifecycle rule.
+            with contextlib.suppress(ReftrackError):
+                self._call("abort_multipart_upload", uri, **target, UploadId=upload)
+            raise
 
     def versioning(self, bucket: str) -> Versioning:
         if bucket not in self._versioning:
