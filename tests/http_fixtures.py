@@ -202,16 +202,17 @@ class _Handler(BaseHTTPRequestHandler):
         if truncate:
             body = body[: len(body) // 2]
             self.close_connection = True
-        sent = 0
+        # Counted *before* each write: a client may have read the bytes and moved on before
+        # this thread runs again, and a test reading the log then must already see them.
         try:
             for start in range(0, len(body), _CHUNK):
-                self.wfile.write(body[start : start + _CHUNK])
-                sent += len(body[start : start + _CHUNK])
+                chunk = body[start : start + _CHUNK]
+                entry.body_bytes += len(chunk)
+                self.wfile.write(chunk)
             self.wfile.flush()
         except OSError:  # the client hung up (as it should when it wants no body)
             entry.complete = False
             self.close_connection = True
-        entry.body_bytes = sent
 
 
 def _matches(if_match: str, etag: str | None) -> bool:
