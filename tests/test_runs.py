@@ -166,3 +166,31 @@ def test_longer_loops_are_refused_too(data: Path) -> None:
         a_run.use_artifact(b)
     a_run.finish()
     assert a.used_by()[0].job_type == "b"
+
+
+def test_save_code_logs_the_script_as_a_used_code_artifact(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           ) -> None:
+    script = tmp_path / "train.py"
+    script.write_text("print('v1')\n")
+    monkeypatch.setattr(sys, "argv", [str(script), "--epochs", "3"])
+    with reftrack.init(project="w", job_type="train", save_code=True) as run:
+        pass
+    code = run.used_artifacts()
+    assert [(a.base_name, a.type) for a in code] == [("source-train.py", "code")]
+    entry = code[0].manifest.entries["train.py"]
+    assert entry.checksums is not None and "sha256" in entry.checksums
+    assert code[0].logged_by() is None  # logged outside the run: the run only uses it
+    script.unlink()
+    out = code[0].download(tmp_path / "got")  # managed: the copy outlives the script
+    assert (Path(out) / "train.py").read_text() == "print('v1')\n"
+    with pytest.raises(UsageError, match="save_code"):
+        reftrack.init(project="w", job_type="train", save_code=True)  # the script is gone
+    assert [r.job_type for r in reftrack.Api().runs("w")] == ["train"]  # no half-made run
+
+
+def test_save_code_without_a_script_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["-c"])
+    with pytest.raises(UsageError, match="save_code"):
+        reftrack.init(project="w", save_code=True)
+    assert reftrack.run is None

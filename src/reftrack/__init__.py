@@ -35,6 +35,7 @@ from .errors import (
     ReftrackError,
     UsageError,
 )
+from .lineage import LineageGraph, PinnedReference, SourceVersion
 from .manifest import Manifest, ManifestEntry
 from .run import Run, Summary, current_run, finish, init, log, log_artifact, use_artifact
 from .settings import Settings
@@ -70,15 +71,18 @@ __all__ = [
     "EntryResult",
     "IntegrityError",
     "InvalidURIError",
+    "LineageGraph",
     "Manifest",
     "ManifestEntry",
     "ManifestError",
     "MissingBackend",
     "NotFound",
     "ObjectNotFound",
+    "PinnedReference",
     "ReftrackError",
     "Run",
     "Settings",
+    "SourceVersion",
     "Status",
     "Summary",
     "UsageError",

@@ -6,7 +6,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .backends import Backend, ObjectStat
 from .blobs import BlobStore, absolute_local_path
@@ -15,11 +15,15 @@ from .errors import IntegrityError, NotFound, ObjectNotFound, UsageError
 from .integrity import hash_reader
 from .manifest import Manifest, ManifestEntry, ManifestSource
 from .progress import NullProgress, Progress
-from .registry import RunRecord, VersionRecord, check_json, check_name
+from .registry import VersionRecord, check_json, check_name
 from .settings import Settings
 from .transfer import DownloadReport, download_manifest
 from .uri import RefURI, check_entry_path, parse_uri
 from .verify import VerifyReport, verify_manifest
+
+if TYPE_CHECKING:
+    from .lineage import Direction, LineageGraph, SourceVersion
+    from .run import Run
 
 __all__ = ["Artifact", "DownloadPath"]
 
@@ -501,16 +505,36 @@ class Artifact:
 
     # -- lineage ------------------------------------------------------------------------------
 
-    def logged_by(self) -> RunRecord | None:
-        """The run that logged this version."""
+    def logged_by(self) -> Run | None:
+        """The run that logged this version (None for a version logged outside a run)."""
+        from .run import Run
+
         record = self._logged()
         if record.run_id is None:
             return None
-        return self._ctx.registry.run(record.project, record.run_id)
+        return Run(self._ctx, self._ctx.registry.run(record.project, record.run_id))
 
-    def used_by(self) -> list[RunRecord]:
-        """The runs that used this version as an input."""
-        return self._ctx.registry.version_users(self._logged().id)
+    def used_by(self) -> list[Run]:
+        """Every run that used this version as an input, oldest first."""
+        from .run import Run
+
+        return [Run(self._ctx, r) for r in self._ctx.registry.version_users(self._logged().id)]
+
+    def lineage(
+        self, direction: Direction = "both", depth: int | None = None
+    ) -> LineageGraph:
+        """The lineage graph around this version (``"upstream"``: what it is built on;
+        ``"downstream"``: what was built from it), ``depth`` edges deep (None: all)."""
+        from .lineage import walk
+
+        return walk(self._ctx.registry, self._logged(), direction=direction, depth=depth)
+
+    def sources(self) -> list[SourceVersion]:
+        """The source data this version is built on, transitively, each with its pinned
+        references (``source.references(...)``; see :mod:`reftrack.lineage`)."""
+        from .lineage import sources
+
+        return sources(self._ctx.registry, self._logged())
 
 
 def _entry(path: str, stat: ObjectStat, checksum: bool) -> ManifestEntry:

@@ -23,6 +23,7 @@ from typing import Any, Literal
 from .artifact import Artifact
 from .context import Context
 from .errors import UsageError
+from .lineage import Direction, LineageGraph
 from .registry import RunRecord, parse_artifact_path
 from .settings import Settings
 
@@ -194,6 +195,13 @@ class Run:
         _check_keys(values, "metrics")
         self._record = self._ctx.registry.log_history(self._record.pk, values, step)
 
+    def lineage(self, direction: Direction = "both", depth: int | None = None) -> LineageGraph:
+        """The lineage graph around this run (``"upstream"``: the versions it used and what
+        they were built on; ``"downstream"``: what it logged and who used that)."""
+        from .lineage import walk
+
+        return walk(self._ctx.registry, self._record, direction=direction, depth=depth)
+
     def history(self) -> list[dict[str, Any]]:
         """Every logged step, oldest first, as ``{"_step": n, **metrics}``."""
         return self._ctx.registry.history(self._record.pk)
@@ -349,6 +357,12 @@ def init(
     mode = _resume_mode(resume)
     ctx = Context(settings, registry=registry)
     program = _program()
+    if save_code and program is None:
+        raise UsageError(
+            "save_code=True needs a main script, but this process was not started from a "
+            "file (interactive, -c, or the script is gone); log code by hand: "
+            "Artifact(name, type='code').add_file('train.py')"
+        )
     commit, remote = _git(os.path.dirname(program) if program else os.getcwd())
     record, resumed = ctx.registry.create_run(
         project=project, run_id=id, name=name, job_type=job_type, config=config,
@@ -356,8 +370,12 @@ def init(
         program=program, notes=notes,
     )
     run = Run(ctx, record, resumed=resumed)
-    if save_code:
-        _save_code(run, program)
+    if save_code and program is not None:
+        try:
+            _save_code(run, program)
+        except BaseException:
+            run.finish(1)  # never leave a run 'running' that its caller never received
+            raise
     _set_current(run)
     return run
 
@@ -409,13 +427,7 @@ def _git(where: str) -> tuple[str | None, str | None]:
     return commit, remote
 
 
-def _save_code(run: Run, program: str | None) -> None:
-    if program is None:
-        raise UsageError(
-            "save_code=True needs a main script, but this process was not started from a "
-            "file (interactive or -c); log code by hand: Artifact(name, type='code')"
-            ".add_file('train.py')"
-        )
+def _save_code(run: Run, program: str) -> None:
     stem = re.sub(r"[^A-Za-z0-9._-]", "-", os.path.basename(program)).strip("-.") or "main"
     code = Artifact(f"source-{stem}"[:128], "code", settings=run._ctx.settings)
     add_file = getattr(code, "add_file", None)

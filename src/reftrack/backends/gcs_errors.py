@@ -30,6 +30,7 @@ _PERMISSIONS = {
     "objects.download": "storage.objects.get",
     "objects.list": "storage.objects.list",
     "buckets.get": "storage.buckets.get",
+    "objects.insert": "storage.objects.create",
 }
 
 
