@@ -194,3 +194,26 @@ def test_save_code_without_a_script_is_refused(monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(UsageError, match="save_code"):
         reftrack.init(project="w", save_code=True)
     assert reftrack.run is None
+
+
+def test_lineage_from_artifacts_and_runs_public_api(data: Path) -> None:
+    with reftrack.init(project="w", job_type="ingest"):
+        raw = reftrack.log_artifact(str(data), name="raw", type="dataset")
+    with reftrack.init(project="w", job_type="train") as trainer:
+        reftrack.use_artifact("raw:latest")
+        (data / "m.bin").write_bytes(b"weights")
+        model = reftrack.log_artifact(str(data / "m.bin"), name="model", type="model")
+    graph = model.lineage("upstream")
+    kinds = sorted(n.kind for n in graph.nodes)
+    assert kinds == ["run", "run", "version", "version"] and not graph.truncated
+    assert "digraph" in graph.to_dot() and graph.to_mermaid().startswith(("flowchart", "graph"))
+    names = [s.qualified_name for s in model.sources()]
+    assert names == [raw.qualified_name]
+    for source in model.sources():  # the README recipe, public API only
+        paths = [e.path for e in reftrack.Api().artifact(source.qualified_name).manifest]
+        assert paths == ["a.txt"]
+    down = trainer.lineage("downstream")
+    assert [n.id for n in down.nodes if n.kind == "version"] == ["version:w/model:v0"]
+    logged_by = model.logged_by()
+    assert logged_by is not None and [a.qualified_name for a in logged_by.logged_artifacts()] \
+        == ["w/model:v0"]
