@@ -25,21 +25,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import replace
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import aiohttp
 import fsspec.asyn
 from gcsfs.core import GCSFileSystem
 
-from ..checksums import b64_to_hex, compare
+from ..checksums import compare
 from ..errors import (
     BackendError,
     BucketAccessDenied,
@@ -51,6 +48,7 @@ from ..errors import (
 from ..uri import RefURI
 from .base import ObjectReader, ObjectStat, ReaderBase, ScanLimitReached, Versioning
 from .gcs_errors import GCSHTTPError, error_from, is_retryable, translate
+from .gcs_wire import emulator_endpoint, header_map, hex_checksum, http_date, rfc3339
 from .writer import CheckedSource
 
 __all__ = ["GCSBackend", "GCSReader"]
@@ -68,51 +66,6 @@ _LIST_FIELDS = (
     "kmsKeyName,customerEncryption)"
 )
 _T = TypeVar("_T")
-
-
-def _header_map(headers: Mapping[str, str]) -> dict[str, str]:
-    """Lower-cased names; repeated headers (GCS sends ``x-goog-hash`` twice) comma-joined."""
-    out: dict[str, str] = {}
-    items = headers.items()
-    for name, value in items:
-        key = name.lower()
-        out[key] = f"{out[key]},{value}" if key in out else value
-    return out
-
-
-def _hex(value: Any, nbytes: int) -> str | None:
-    hexed = b64_to_hex(value if isinstance(value, str) else None)
-    return hexed if hexed is not None and len(hexed) == 2 * nbytes else None
-
-
-def _rfc3339(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
-def _http_date(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
-def _emulator_endpoint(options: Mapping[str, Any]) -> str | None:
-    """The endpoint when it is not Google's (an emulator or a test server), else None."""
-    endpoint = options.get("endpoint_url") or os.environ.get("STORAGE_EMULATOR_HOST", "")
-    if not endpoint or endpoint == "default":
-        return None
-    host = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}").hostname or ""
-    universe = os.environ.get("GOOGLE_CLOUD_UNIVERSE_DOMAIN", "googleapis.com")
-    return None if host == universe or host.endswith("." + universe) else str(endpoint)
 
 
 class GCSBackend:
@@ -145,7 +98,7 @@ class GCSBackend:
             )
         for name in ("version_aware", "use_listings_cache", "skip_instance_cache"):
             options.pop(name, None)
-        if _emulator_endpoint(options) and "token" not in options:
+        if emulator_endpoint(options) and "token" not in options:
             options["token"] = "anon"
         self._attempts = attempts
         try:
@@ -274,7 +227,7 @@ class GCSBackend:
             generation = resource.get("generation")
             size = resource.get("size")
             etag = resource.get("etag")
-            modified = _rfc3339(resource.get("updated"))
+            modified = rfc3339(resource.get("updated"))
             md5, crc = resource.get("md5Hash"), resource.get("crc32c")
             latest = not resource.get("timeDeleted")
             customer = resource.get("customerEncryption")
@@ -287,7 +240,7 @@ class GCSBackend:
             generation = found.get("x-goog-generation")
             size = found.get("x-goog-stored-content-length") or found.get("content-length")
             etag = found.get("etag")
-            modified = _http_date(found.get("last-modified"))
+            modified = http_date(found.get("last-modified"))
             hashes: dict[str, str] = {}
             for part in found.get("x-goog-hash", "").split(","):
                 name, _, value = part.strip().partition("=")
@@ -298,7 +251,7 @@ class GCSBackend:
                 encryption = f"CMEK:{found['x-goog-encryption-kms-key-name']}"
         checksums = {
             name: value
-            for name, value in (("md5", _hex(md5, 16)), ("crc32c", _hex(crc, 4)))
+            for name, value in (("md5", hex_checksum(md5, 16)), ("crc32c", hex_checksum(crc, 4)))
             if value is not None
         }
         try:
@@ -391,7 +344,7 @@ class GCSBackend:
 
         response = self._run(uri, "objects.download", call)
         try:
-            served = self._from_info(uri.bucket, uri.key, headers=_header_map(response.headers))
+            served = self._from_info(uri.bucket, uri.key, headers=header_map(response.headers))
             stat = self._check_served(uri, served, if_match)
         except BaseException:
             self._run(uri, "objects.download", _finish, response, False)
@@ -492,7 +445,7 @@ class GCSBackend:
                 await response.read()
                 if response.status != (expect or 200):
                     raise ValueError(f"expected HTTP {expect or 200}, got {response.status}")
-                return dict(_header_map(response.headers))
+                return dict(header_map(response.headers))
 
         async def call() -> dict[str, Any]:
             return await self._with_retries(attempt)
