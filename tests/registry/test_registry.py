@@ -260,7 +260,7 @@ def test_version_1_registry_is_upgraded_in_place(tmp_path: Any) -> None:
     with reg.engine.connect() as conn:
         version = conn.execute(sa.text(
             "SELECT value FROM reftrack_meta WHERE key='schema_version'")).scalar()
-    assert version == "2"
+    assert version == str(t.SCHEMA_VERSION)
     resumed, again = reg.create_run(project="p", run_id="old1", resume="allow")
     assert again and resumed.state == "running"
     assert reg.log_history(resumed.pk, {"acc": 0.5}, None).summary == {"acc": 0.5}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -28,6 +28,12 @@ class VersionRecord(BaseModel):
     run_id: str | None
     entry_count: int
     size: int
+    ttl: timedelta | None = None
+    """The version's own ttl when one was set, else the project default in force."""
+    expires_at: datetime | None = None
+    deleted_at: datetime | None = None
+    protected: bool = False
+    """An S3 Object Lock legal hold was placed on every pinned object (``reftrack protect``)."""
 
     @property
     def version(self) -> str:

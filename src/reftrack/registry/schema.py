@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     ForeignKey,
@@ -17,10 +18,11 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """1: the S3 release. 2: runs gain group, sweep, summary, git commit/remote and program, and
-per-step metrics live in ``run_history``. A version-1 registry is upgraded in place when
-opened (columns added, nothing rewritten)."""
+per-step metrics live in ``run_history``. 3: versions gain ttl, soft deletion and protection,
+projects a default ttl, and ``blob_leases`` protects blobs of versions being logged from GC.
+An older registry is upgraded in place when opened (columns added, nothing rewritten)."""
 
 metadata = MetaData()
 
@@ -37,6 +39,7 @@ projects = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("name", String(128), nullable=False, unique=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("default_ttl_seconds", BigInteger),  # schema 3
 )
 
 artifacts = Table(
@@ -96,9 +99,12 @@ runs = Table(
     UniqueConstraint("project_id", "id", name="uq_run_id"),
 )
 
-# Columns that schema 2 added to ``runs``: what a version-1 registry gets on upgrade.
-RUNS_V2_COLUMNS = ("group_name", "sweep", "summary", "git_commit", "git_remote", "program",
-                   "notes")
+# Columns added after schema 1, by table: what an older registry gets on upgrade.
+ADDED_COLUMNS = {
+    "runs": ("group_name", "sweep", "summary", "git_commit", "git_remote", "program", "notes"),
+    "versions": ("ttl_seconds", "ttl_set", "expires_at", "deleted_at", "protected"),
+    "projects": ("default_ttl_seconds",),
+}
 
 # ``run.log({...})``: one row per step; the run's summary keeps the last value per key.
 run_history = Table(
@@ -121,6 +127,12 @@ versions = Table(
     Column("metadata", JSON, nullable=False),
     Column("run_pk", Integer, ForeignKey("runs.pk")),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # schema 3: None = no ttl of its own (the project's default applies)
+    Column("ttl_seconds", BigInteger),
+    Column("ttl_set", Boolean),  # True when ttl_seconds was set explicitly (None = "never")
+    Column("expires_at", DateTime(timezone=True)),  # created_at + the ttl in force, or None
+    Column("deleted_at", DateTime(timezone=True)),  # soft deletion, restorable for a grace
+    Column("protected", Boolean),  # an Object Lock legal hold is on every pinned object
     UniqueConstraint("artifact_id", "idx", name="uq_version_index"),
     UniqueConstraint("artifact_id", "manifest_digest", name="uq_version_digest"),
 )
@@ -140,4 +152,14 @@ run_inputs = Table(
     Column("run_pk", Integer, ForeignKey("runs.pk"), primary_key=True),
     Column("version_id", Integer, ForeignKey("versions.id"), primary_key=True),
     Column("used_at", DateTime(timezone=True), nullable=False),
+)
+
+# A blob that ``add_file`` stored or found, for a version not committed yet: GC keeps leased
+# blobs (see lifecycle.py) so that a concurrent ``gc`` never deletes what a log is about to use.
+blob_leases = Table(
+    "blob_leases",
+    metadata,
+    Column("store", String(1024), primary_key=True),
+    Column("sha256", String(64), primary_key=True),
+    Column("leased_at", DateTime(timezone=True), nullable=False),
 )

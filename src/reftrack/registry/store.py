@@ -9,7 +9,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -105,14 +105,15 @@ class Registry(RunStore):
 
     def _migrate(self, conn: Connection, found: int) -> None:
         """Upgrade an older registry in place, in the caller's transaction (all or nothing):
-        version 1 -> 2 adds the run columns (new tables were made by ``create_all``)."""
-        if found < 2:
-            present = {c["name"] for c in sa.inspect(conn).get_columns("runs")}
-            for name in t.RUNS_V2_COLUMNS:
+        add the columns later schemas added (new tables were made by ``create_all``)."""
+        inspector = sa.inspect(conn)
+        for table_name, names in t.ADDED_COLUMNS.items():
+            present = {c["name"] for c in inspector.get_columns(table_name)}
+            table = t.metadata.tables[table_name]
+            for name in names:
                 if name not in present:
-                    column = t.runs.c[name]
-                    kind = column.type.compile(dialect=conn.dialect)
-                    conn.execute(sa.text(f'ALTER TABLE runs ADD COLUMN "{name}" {kind}'))
+                    kind = table.c[name].type.compile(dialect=conn.dialect)
+                    conn.execute(sa.text(f'ALTER TABLE {table_name} ADD COLUMN "{name}" {kind}'))
         conn.execute(
             t.meta.update()
             .where(t.meta.c.key == "schema_version")
@@ -324,6 +325,16 @@ class Registry(RunStore):
             self._set_alias(conn, int(artifact_id), alias, version.id)
             return self._version_by_id(conn, version.id)
 
+    def set_protected(self, version: VersionRecord, protected: bool) -> VersionRecord:
+        """Record that an Object Lock legal hold is on (or off) every pinned object of
+        ``version`` (the holds themselves are placed by the backend, not here)."""
+        with self._write() as conn:
+            conn.execute(
+                t.versions.update().where(t.versions.c.id == version.id)
+                .values(protected=bool(protected))
+            )
+            return self._version_by_id(conn, version.id)
+
     # -- reading ----------------------------------------------------------------------------
 
     def _version_query(self) -> sa.Select[Any]:
@@ -342,6 +353,12 @@ class Registry(RunStore):
                 t.manifests.c.entry_count,
                 t.manifests.c.size,
                 t.runs.c.id.label("run_id"),
+                t.versions.c.ttl_seconds,
+                t.versions.c.ttl_set,
+                t.versions.c.expires_at,
+                t.versions.c.deleted_at,
+                t.versions.c.protected,
+                t.projects.c.default_ttl_seconds,
             )
             .join(t.artifacts, t.artifacts.c.id == t.versions.c.artifact_id)
             .join(t.projects, t.projects.c.id == t.artifacts.c.project_id)
@@ -378,6 +395,10 @@ class Registry(RunStore):
             run_id=row.run_id,
             entry_count=row.entry_count,
             size=row.size,
+            ttl=_ttl(row),
+            expires_at=_utc(row.expires_at) if row.expires_at else None,
+            deleted_at=_utc(row.deleted_at) if row.deleted_at else None,
+            protected=bool(row.protected),
         )
 
     def _version_by_id(self, conn: Connection, version_id: int) -> VersionRecord:
@@ -515,6 +536,13 @@ class Registry(RunStore):
                     )
                 )
             return out
+
+
+def _ttl(row: sa.Row[Any]) -> timedelta | None:
+    """The ttl in force: the version's own when set (None there means "never"), else the
+    project's default."""
+    seconds = row.ttl_seconds if row.ttl_set else row.default_ttl_seconds
+    return timedelta(seconds=int(seconds)) if seconds is not None else None
 
 
 def _sqlite_begin(conn: Connection) -> None:
