@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from .artifact import Artifact
 from .context import Context
 from .errors import NotFound, UsageError
+from .lifecycle import GCReport, collect_garbage
+from .progress import Progress
 from .registry import ArtifactSummary, RunRecord, check_name, parse_artifact_path
+from .registry.names import VERSION_RE
 from .run import Run
 from .settings import Settings
 
@@ -197,6 +201,33 @@ class Api:
         if project is not None:
             check_name(project, "project name")
         return self._ctx.registry.artifacts(project or self._project)
+
+    def restore(self, name: str) -> Artifact:
+        """Undo ``artifact.delete()`` for ``project/name:vN`` (until gc purged it)."""
+        path = parse_artifact_path(name, default_project=self._project)
+        if not VERSION_RE.match(path.selector):
+            raise UsageError(
+                f"restore takes a version number (project/name:vN), not {path.selector!r}: "
+                "aliases of a deleted version were removed with it"
+            )
+        record = self._ctx.registry.restore_version(path.project, path.name,
+                                                    int(path.selector[1:]))
+        return Artifact._from_record(self._ctx, record)
+
+    def set_project_ttl(self, project: str, ttl: timedelta | None) -> int:
+        """The default ttl of ``project``'s versions that set none (None: keep forever);
+        returns how many versions it now governs (already logged ones included)."""
+        return self._ctx.registry.set_project_ttl(project, ttl)
+
+    def project_ttl(self, project: str) -> timedelta | None:
+        return self._ctx.registry.project_ttl(check_name(project, "project name"))
+
+    def gc(self, *, dry_run: bool = False, grace: timedelta | None = None,
+           progress: Progress | None = None) -> GCReport:
+        """Purge expired versions, deleted versions past the grace period, and the
+        manifests and managed blobs nothing references any more (see
+        :mod:`reftrack.lifecycle`)."""
+        return collect_garbage(self._ctx, dry_run=dry_run, grace=grace, progress=progress)
 
     def projects(self) -> list[str]:
         return self._ctx.registry.projects()

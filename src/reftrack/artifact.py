@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .backends import Backend, ObjectStat
@@ -16,6 +16,7 @@ from .integrity import hash_reader
 from .manifest import Manifest, ManifestEntry, ManifestSource
 from .progress import NullProgress, Progress
 from .registry import VersionRecord, check_json, check_name
+from .registry.store import UNSET, Unset
 from .settings import Settings
 from .transfer import DownloadReport, download_manifest
 from .uri import RefURI, check_entry_path, parse_uri
@@ -76,6 +77,7 @@ class Artifact:
         self._ctx = Context(settings)
         self._manifest: Manifest | None = Manifest()
         self._record: VersionRecord | None = None
+        self._ttl: timedelta | Unset | None = UNSET
         self.new_version: bool | None = None
         """After logging: True when a new version was created, False when an identical
         version already existed and was returned."""
@@ -92,6 +94,7 @@ class Artifact:
         art._ctx = ctx
         art._manifest = manifest
         art._record = record
+        art._ttl = UNSET
         art.new_version = None
         return art
 
@@ -141,6 +144,47 @@ class Artifact:
         if not isinstance(value, dict):
             raise UsageError(f"metadata must be a dict, not {type(value).__name__}")
         self._metadata = check_json(value, "metadata")
+
+    @property
+    def ttl(self) -> timedelta | None:
+        """How long the version lives after it was logged (None: forever). Set it before or
+        after logging (``artifact.ttl = timedelta(days=30)``; ``None`` to keep it forever,
+        whatever the project default); unset, the project's default ttl applies."""
+        if self._record is not None:
+            return self._record.ttl
+        return None if isinstance(self._ttl, Unset) else self._ttl
+
+    @ttl.setter
+    def ttl(self, value: timedelta | None) -> None:
+        if value is not None and (not isinstance(value, timedelta)
+                                  or value < timedelta(seconds=1)):
+            raise UsageError(f"ttl must be a timedelta of at least one second or None, "
+                             f"not {value!r}")
+        if self._record is None:
+            self._ttl = value
+        else:
+            self._record = self._ctx.registry.set_ttl(self._record, value)
+
+    @property
+    def expires_at(self) -> datetime | None:
+        """When a logged version expires (None: never)."""
+        return self._record.expires_at if self._record else None
+
+    @property
+    def protected(self) -> bool:
+        """True while an Object Lock legal hold protects every pinned object."""
+        return bool(self._record and self._record.protected)
+
+    def delete(self, delete_aliases: bool = False) -> None:
+        """Soft-delete this version: it disappears from queries at once, can be restored
+        (``Api().restore(...)``, ``reftrack restore``) until ``gc`` purges it after the grace
+        period. Refused while user aliases point at it unless ``delete_aliases=True``;
+        ``latest`` moves to the newest remaining version. Referenced bucket objects are never
+        touched."""
+        if not isinstance(delete_aliases, bool):
+            raise UsageError(f"delete_aliases must be True or False, not {delete_aliases!r}")
+        self._record = self._ctx.registry.delete_version(self._logged(),
+                                                         delete_aliases=delete_aliases)
 
     @property
     def is_logged(self) -> bool:
@@ -306,7 +350,8 @@ class Artifact:
             raise ObjectNotFound(f"cannot add {path}: no such file", f"file://{path}")
         entry_path = check_entry_path(name, what="name") if name is not None else \
             check_entry_path(os.path.basename(path), what=f"the file name of {path}")
-        store = BlobStore.from_settings(self._ctx.settings, self._ctx.backends)
+        store = BlobStore.from_settings(self._ctx.settings, self._ctx.backends,
+                                       lease=self._ctx.registry.lease_blob)
         blob = store.put_many([path], progress)[0]
         entry = blob.entry(entry_path)
         self.manifest.add_all([entry])
@@ -342,7 +387,8 @@ class Artifact:
             rel = stat.key[len(root.key.rstrip("/")) + 1:]
             paths.append(check_entry_path(f"{name}/{rel}" if name else rel,
                                           what=f"{stat.key!r} gives entry path"))
-        store = BlobStore.from_settings(self._ctx.settings, self._ctx.backends)
+        store = BlobStore.from_settings(self._ctx.settings, self._ctx.backends,
+                                       lease=self._ctx.registry.lease_blob)
         blobs = store.put_many([stat.key for stat in files], progress)
         entries = [blob.entry(entry_path) for blob, entry_path in zip(blobs, paths, strict=True)]
         self.manifest.add_all(entries)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +37,7 @@ from .backends.writer import Writable
 from .checksums import compare
 from .errors import IntegrityError, ObjectNotFound, UsageError
 from .integrity import expected_checksums, hash_reader
-from .manifest import ManifestEntry
+from .manifest import BLOB_LAYOUT, ManifestEntry
 from .progress import NullProgress, Progress
 from .settings import Settings
 from .uri import RefURI, parse_uri
@@ -103,7 +103,18 @@ def _scheme_of(location: str) -> str:
 class BlobStore:
     """Content-addressed storage for managed files at ``url`` (see the module docstring)."""
 
-    def __init__(self, url: str, backends: Backends, *, concurrency: int = 32) -> None:
+    def __init__(
+        self,
+        url: str,
+        backends: Backends,
+        *,
+        concurrency: int = 32,
+        lease: Callable[[str, str], None] | None = None,
+    ) -> None:
+        """``lease(store, sha256)`` is called for every blob after hashing and *before* it
+        is looked for or uploaded: the registry then keeps that blob from ``gc`` until the
+        version using it is logged (see :mod:`reftrack.lifecycle`)."""
+        self._lease = lease
         self.root = _parse_root(url)
         backend = backends.for_uri(self.root)
         if not isinstance(backend, Writable):  # pragma: no cover - every store scheme writes
@@ -116,7 +127,12 @@ class BlobStore:
             else self.root.key + "/"
 
     @classmethod
-    def from_settings(cls, settings: Settings, backends: Backends) -> BlobStore:
+    def from_settings(
+        cls,
+        settings: Settings,
+        backends: Backends,
+        lease: Callable[[str, str], None] | None = None,
+    ) -> BlobStore:
         """``settings.blob_store``, else the default next to the registry; a
         :class:`UsageError` when there is neither."""
         url = settings.blob_store or default_blob_store(settings.registry)
@@ -128,7 +144,7 @@ class BlobStore:
                 "Settings(blob_store=...)) to a directory or an s3://bucket/prefix/ or "
                 "gs://bucket/prefix/ URL that everyone using this registry can read"
             )
-        return cls(url, backends, concurrency=settings.concurrency)
+        return cls(url, backends, concurrency=settings.concurrency, lease=lease)
 
     def __repr__(self) -> str:
         return f"BlobStore({str(self.root)!r})"
@@ -136,6 +152,15 @@ class BlobStore:
     @property
     def url(self) -> str:
         return str(self.root)
+
+    @property
+    def store_id(self) -> str:
+        """The store as manifests name it: the part of a blob reference before
+        ``/sha256/`` (what gc and leases key blobs by)."""
+        match = BLOB_LAYOUT.match(self.uri_for("0" * 64).base)
+        if match is None:  # pragma: no cover - uri_for always has the layout
+            raise UsageError(f"{self.root}: cannot name blobs in this store")
+        return match["store"]
 
     def uri_for(self, sha256: str) -> RefURI:
         """Where the blob with this (lowercase hex) SHA-256 lives."""
@@ -164,6 +189,8 @@ class BlobStore:
             )
         sha256 = digests[BLOB_ALGORITHM]
         target = self.uri_for(sha256)
+        if self._lease is not None:
+            self._lease(self.store_id, sha256)
         try:
             found: ObjectStat | None = self._backend.stat(target)
         except ObjectNotFound:

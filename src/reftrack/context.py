@@ -23,5 +23,5 @@ class Context:
     @property
     def registry(self) -> Registry:
         if self._registry is None:
-            self._registry = Registry(self.settings.registry)
+            self._registry = Registry(self.settings.registry, clock=self.settings.clock)
         return self._registry

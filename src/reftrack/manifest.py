@@ -23,6 +23,7 @@ import gzip
 import hashlib
 import io
 import json
+import re
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import IO, Any, Literal
@@ -33,7 +34,10 @@ from .checksums import ALGORITHMS
 from .errors import ManifestError, UsageError
 from .uri import check_entry_path, parse_uri
 
-__all__ = ["SCHEMA_VERSION", "Manifest", "ManifestEntry", "ManifestSource"]
+__all__ = ["BLOB_LAYOUT", "SCHEMA_VERSION", "Manifest", "ManifestEntry", "ManifestSource"]
+
+BLOB_LAYOUT = re.compile(r"^(?P<store>.+)/sha256/(?P<two>[0-9a-f]{2})/(?P<hex>[0-9a-f]{64})$")
+"""A managed file's reference: ``<store root>/sha256/<first 2 hex>/<64 hex>`` (blobs.py)."""
 
 FORMAT = "reftrack.manifest"
 SCHEMA_VERSION = 2
@@ -189,6 +193,20 @@ class Manifest:
                 h.update(b"\n")
             self._digest = h.hexdigest()
         return self._digest
+
+    def managed_blobs(self) -> set[tuple[str, str]]:
+        """``(store root, sha256)`` of every managed file (``add_file``/``add_dir``): entries
+        of a manifest with a ``managed`` source whose reference has the blob layout and whose
+        recorded sha256 names the blob."""
+        if not any(source.kind == "managed" for source in self.sources):
+            return set()
+        found = set()
+        for entry in self.entries.values():
+            match = BLOB_LAYOUT.match(entry.ref)
+            if (match and match["hex"].startswith(match["two"])
+                    and (entry.checksums or {}).get("sha256") == match["hex"]):
+                found.add((match["store"], match["hex"]))
+        return found
 
     @property
     def size(self) -> int:

@@ -251,6 +251,7 @@ class Run:
             metadata=artifact.metadata,
             aliases=aliases or [],
             run_pk=self._record.pk,
+            ttl=artifact._ttl,
         )
         artifact._bind(self._ctx, record, created)
         return artifact

@@ -7,6 +7,8 @@ environment when asked (``Settings.from_env()``) and passed down through constru
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from .errors import UsageError
 __all__ = ["DEFAULT_MAX_OBJECTS", "Settings", "default_registry_path"]
 
 DEFAULT_MAX_OBJECTS = 1_000_000
+DEFAULT_GRACE = timedelta(days=7)
 
 
 def default_registry_path() -> Path:
@@ -44,6 +47,11 @@ class Settings(BaseModel):
     storage_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     concurrency: int = 32
     max_objects: int = DEFAULT_MAX_OBJECTS
+    grace: timedelta = DEFAULT_GRACE
+    """How long a deleted version stays restorable before ``gc`` may purge it (and how long a
+    blob stored for a version not logged yet is kept from ``gc``)."""
+    clock: Callable[[], datetime] | None = Field(default=None, exclude=True)
+    """The registry's clock (tz-aware); None: the system clock. For tests and simulations."""
 
     def __init__(self, **data: Any) -> None:
         try:

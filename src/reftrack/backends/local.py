@@ -219,6 +219,16 @@ class LocalBackend:
             raise _translate(exc, uri, "write") from exc
         return self._from_stat(uri, st)
 
+    def delete(self, uri: RefURI) -> None:
+        """Remove one file (blob store garbage collection); a missing file is fine."""
+        self._no_version(uri)
+        try:
+            os.remove(uri.key)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise _translate(exc, uri) from exc
+
     def versioning(self, bucket: str) -> Versioning:
         return "disabled"
 

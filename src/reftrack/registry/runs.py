@@ -47,6 +47,9 @@ class RunStore:
     def _write(self) -> AbstractContextManager[Connection]:  # pragma: no cover - provided
         raise NotImplementedError
 
+    def _now(self) -> datetime:
+        raise NotImplementedError  # pragma: no cover - provided by Registry (its clock)
+
     def _project_id(self, conn: Connection, project: str, *, create: bool) -> int:
         raise NotImplementedError  # pragma: no cover - provided by Registry
 
@@ -125,7 +128,7 @@ class RunStore:
                     job_type=job_type,
                     config=cfg,
                     state="running",
-                    started_at=_now(),
+                    started_at=self._now(),
                     host=socket.gethostname(),
                     user=_user(),
                     group_name=group,
@@ -173,7 +176,7 @@ class RunStore:
             ).scalar()
             if existing is None:
                 conn.execute(t.run_history.insert().values(
-                    run_pk=run_pk, step=step, data=data, logged_at=_now()
+                    run_pk=run_pk, step=step, data=data, logged_at=self._now()
                 ))
             else:
                 conn.execute(
@@ -216,7 +219,7 @@ class RunStore:
             conn.execute(
                 t.runs.update()
                 .where(t.runs.c.pk == run_pk)
-                .values(state=state, finished_at=_now())
+                .values(state=state, finished_at=self._now())
             )
             return self._run_by_pk(conn, run_pk)
 
@@ -283,7 +286,7 @@ class RunStore:
             if known is None:
                 conn.execute(
                     t.run_inputs.insert().values(
-                        run_pk=run_pk, version_id=version.id, used_at=_now()
+                        run_pk=run_pk, version_id=version.id, used_at=self._now()
                     )
                 )
 

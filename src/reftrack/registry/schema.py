@@ -50,6 +50,9 @@ artifacts = Table(
     Column("name", String(128), nullable=False),
     Column("type", String(128), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # schema 3: the highest version index ever given, so that numbers purged by gc are
+    # never given again (None in older registries: the highest remaining index is used)
+    Column("last_index", Integer),
     UniqueConstraint("project_id", "name", name="uq_artifact_name"),
 )
 
@@ -104,6 +107,7 @@ ADDED_COLUMNS = {
     "runs": ("group_name", "sweep", "summary", "git_commit", "git_remote", "program", "notes"),
     "versions": ("ttl_seconds", "ttl_set", "expires_at", "deleted_at", "protected"),
     "projects": ("default_ttl_seconds",),
+    "artifacts": ("last_index",),
 }
 
 # ``run.log({...})``: one row per step; the run's summary keeps the last value per key.
@@ -162,4 +166,14 @@ blob_leases = Table(
     Column("store", String(1024), primary_key=True),
     Column("sha256", String(64), primary_key=True),
     Column("leased_at", DateTime(timezone=True), nullable=False),
+)
+
+# Which content-addressed blobs (managed files) a stored manifest references: what ``gc`` must
+# keep. Filled when the manifest is stored; ``store`` is the blob store's root URI.
+manifest_blobs = Table(
+    "manifest_blobs",
+    metadata,
+    Column("digest", String(64), ForeignKey("manifests.digest"), primary_key=True),
+    Column("store", String(1024), primary_key=True),
+    Column("sha256", String(64), primary_key=True),
 )

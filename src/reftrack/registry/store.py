@@ -7,9 +7,9 @@ write is one transaction: an error or a crash part-way leaves the registry as it
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from datetime import datetime, timedelta
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection, Engine
 from ..errors import ManifestError, NotFound, UsageError
 from ..manifest import Manifest
 from . import schema as t
+from .lifecycle import LifecycleStore, visible
 from .names import LATEST, VERSION_RE, check_alias, check_json, check_name
 from .records import ArtifactSummary, RunRecord, VersionRecord
 from .runs import RunStore, _now, _pk, _utc
@@ -26,6 +27,13 @@ from .runs import RunStore, _now, _pk, _utc
 __all__ = ["ArtifactSummary", "Registry", "RunRecord", "VersionRecord"]
 
 CHUNK_BYTES = 4 * 1024 * 1024
+
+
+class Unset:
+    """The type of :data:`UNSET`: an argument that was not given (None means something)."""
+
+
+UNSET = Unset()
 _WRITE_ATTEMPTS = 5
 
 
@@ -48,11 +56,12 @@ def _registry_url(location: str) -> str:
     return f"sqlite:///{path.resolve()}"
 
 
-class Registry(RunStore):
+class Registry(RunStore, LifecycleStore):
     """Where all the metadata lives. Open with a path or SQLAlchemy URL."""
 
-    def __init__(self, location: str) -> None:
+    def __init__(self, location: str, *, clock: Callable[[], datetime] | None = None) -> None:
         self.location = location
+        self._clock = clock or _now
         self.url = _registry_url(location)
         try:
             self.engine: Engine = sa.create_engine(self.url)
@@ -69,6 +78,14 @@ class Registry(RunStore):
     def close(self) -> None:
         self.engine.dispose()
 
+    def _now(self) -> datetime:
+        """The registry's clock (tz-aware UTC): every timestamp it writes, and what "expired"
+        means, come from it, so tests can move time (``Settings(clock=...)``)."""
+        now = self._clock()
+        if now.tzinfo is None:
+            raise UsageError("the registry clock must return timezone-aware datetimes")
+        return now.astimezone(UTC)
+
     def __repr__(self) -> str:
         return f"Registry({self.location!r})"
 
@@ -76,8 +93,11 @@ class Registry(RunStore):
 
     def _init_schema(self) -> None:
         try:
-            t.metadata.create_all(self.engine)
-            with self.engine.begin() as conn:
+            # One write transaction (BEGIN IMMEDIATE on SQLite): a deferred one that reads the
+            # schema and then creates tables would fail at once ("database is locked") while
+            # another process writes, instead of queueing behind it.
+            with self._write() as conn:
+                t.metadata.create_all(conn)
                 row = conn.execute(
                     sa.select(t.meta.c.value).where(t.meta.c.key == "schema_version")
                 ).first()
@@ -120,6 +140,11 @@ class Registry(RunStore):
             .values(value=str(t.SCHEMA_VERSION))
         )
 
+    def locked(self) -> AbstractContextManager[Connection]:
+        """A write transaction holding the registry's write lock until it ends: what gc runs
+        in, so that no version is logged and no blob leased while it decides and deletes."""
+        return self._write()
+
     @contextmanager
     def _write(self) -> Iterator[Connection]:
         """A write transaction. On SQLite it takes the write lock at once (BEGIN IMMEDIATE),
@@ -137,7 +162,7 @@ class Registry(RunStore):
             return int(row[0])
         if not create:
             raise NotFound(self._missing_project_message(conn, project))
-        return _pk(conn.execute(t.projects.insert().values(name=project, created_at=_now())))
+        return _pk(conn.execute(t.projects.insert().values(name=project, created_at=self._now())))
 
     def _missing_project_message(self, conn: Connection, project: str) -> str:
         names = conn.execute(sa.select(t.projects.c.name).order_by(t.projects.c.name)).scalars()
@@ -176,8 +201,11 @@ class Registry(RunStore):
         metadata: dict[str, Any] | None = None,
         aliases: Sequence[str] = (),
         run_pk: int | None = None,
+        ttl: timedelta | Unset | None = UNSET,
     ) -> tuple[VersionRecord, bool]:
         """Record ``manifest`` as the next version of ``project/name``, in one transaction.
+
+        ``ttl``: the version's own ttl (None: never expires); unset: the project default.
 
         Returns ``(version, created)``. When a version of this artifact already has the same
         manifest digest, no version is created: that version is returned (``created=False``)
@@ -197,10 +225,18 @@ class Registry(RunStore):
                 spool.seek(0)
                 try:
                     with self._write() as conn:
-                        return self._log_in(
+                        record, created = self._log_in(
                             conn, project, name, type, manifest, spool, stored_bytes,
                             description, meta, user_aliases, run_pk, digest,
                         )
+                        if not isinstance(ttl, Unset):
+                            self._set_ttl_in(conn, record.id, ttl)
+                            record = self._version_by_id(conn, record.id)
+                        for store, sha256 in manifest.managed_blobs():  # committed: referenced
+                            conn.execute(t.blob_leases.delete().where(
+                                t.blob_leases.c.store == store,
+                                t.blob_leases.c.sha256 == sha256))
+                        return record, created
                 except sa.exc.IntegrityError as exc:  # a concurrent writer won a race
                     last_error = exc
         raise UsageError(
@@ -223,7 +259,7 @@ class Registry(RunStore):
         run_pk: int | None,
         digest: str,
     ) -> tuple[VersionRecord, bool]:
-        now = _now()
+        now = self._now()
         project_id = self._project_id(conn, project, create=True)
         art = conn.execute(
             sa.select(t.artifacts).where(
@@ -254,6 +290,7 @@ class Registry(RunStore):
         created = existing is None
         if existing is not None:
             version_id = int(existing[0])
+            self._revive(conn, version_id, now)
         else:
             self._store_manifest(conn, manifest, spool, stored_bytes, now)
             top = conn.execute(
@@ -261,16 +298,23 @@ class Registry(RunStore):
                     t.versions.c.artifact_id == artifact_id
                 )
             ).scalar()
+            given = conn.execute(
+                sa.select(t.artifacts.c.last_index).where(t.artifacts.c.id == artifact_id)
+            ).scalar()
+            index = max(-1 if top is None else int(top), -1 if given is None else int(given)) + 1
+            conn.execute(t.artifacts.update().where(t.artifacts.c.id == artifact_id)
+                         .values(last_index=index))
             version_id = _pk(
                 conn.execute(
                     t.versions.insert().values(
                         artifact_id=artifact_id,
-                        idx=0 if top is None else int(top) + 1,
+                        idx=index,
                         manifest_digest=digest,
                         description=description,
                         metadata=meta,
                         run_pk=run_pk,
                         created_at=now,
+                        expires_at=self._default_expiry(conn, project_id, now),
                     )
                 )
             )
@@ -297,6 +341,9 @@ class Registry(RunStore):
                 created_at=now,
             )
         )
+        for store, sha256 in sorted(manifest.managed_blobs()):
+            conn.execute(t.manifest_blobs.insert().values(digest=digest, store=store,
+                                                          sha256=sha256))
         seq = 0
         while True:
             chunk = spool.read(CHUNK_BYTES)
@@ -337,8 +384,10 @@ class Registry(RunStore):
 
     # -- reading ----------------------------------------------------------------------------
 
-    def _version_query(self) -> sa.Select[Any]:
-        return (
+    def _version_query(self, *, hidden: bool = False) -> sa.Select[Any]:
+        """Versions with everything a record shows; only visible ones (not deleted, not
+        expired) unless ``hidden``."""
+        query = (
             sa.select(
                 t.versions.c.id,
                 t.versions.c.idx,
@@ -365,6 +414,7 @@ class Registry(RunStore):
             .join(t.manifests, t.manifests.c.digest == t.versions.c.manifest_digest)
             .outerjoin(t.runs, t.runs.c.pk == t.versions.c.run_pk)
         )
+        return query if hidden else query.where(visible(self._now()))
 
     def _record(self, conn: Connection, row: sa.Row[Any]) -> VersionRecord:
         names = list(
@@ -376,11 +426,11 @@ class Registry(RunStore):
         )
         top = conn.execute(
             sa.select(sa.func.max(t.versions.c.idx)).where(
-                t.versions.c.artifact_id == row.artifact_id
+                t.versions.c.artifact_id == row.artifact_id, visible(self._now())
             )
         ).scalar()
         if top == row.idx:
-            names.insert(0, LATEST)
+            names.insert(0, LATEST)  # the newest *visible* version
         return VersionRecord(
             id=row.id,
             project=row.project,
@@ -402,7 +452,9 @@ class Registry(RunStore):
         )
 
     def _version_by_id(self, conn: Connection, version_id: int) -> VersionRecord:
-        row = conn.execute(self._version_query().where(t.versions.c.id == version_id)).one()
+        row = conn.execute(
+            self._version_query(hidden=True).where(t.versions.c.id == version_id)
+        ).one()
         return self._record(conn, row)
 
     def resolve(self, project: str, name: str, selector: str = LATEST) -> VersionRecord:
@@ -433,6 +485,19 @@ class Registry(RunStore):
         if top is None:
             return f"artifact {project}/{name} has no versions"
         if VERSION_RE.match(selector):
+            hidden = conn.execute(
+                sa.select(t.versions.c.deleted_at, t.versions.c.expires_at).where(
+                    t.versions.c.artifact_id == artifact_id,
+                    t.versions.c.idx == int(selector[1:]),
+                )
+            ).first()
+            label = f"{project}/{name}:{selector}"
+            if hidden is not None and hidden.deleted_at is not None:
+                return (f"{label} was deleted on {_utc(hidden.deleted_at):%Y-%m-%d %H:%M} UTC; "
+                        f"restore it with `reftrack restore {label}` until gc purges it")
+            if hidden is not None:
+                return (f"{label} expired on {_utc(hidden.expires_at):%Y-%m-%d %H:%M} UTC "
+                        "(its ttl); gc will remove it")
             return f"{project}/{name} has no version {selector} (versions are v0..v{top})"
         known = ", ".join(
             conn.execute(
@@ -514,13 +579,15 @@ class Registry(RunStore):
                 ).first()
                 if latest is None:
                     continue
+                now = self._now()
                 count = conn.execute(
-                    sa.select(sa.func.count()).where(t.versions.c.artifact_id == art.id)
+                    sa.select(sa.func.count()).where(t.versions.c.artifact_id == art.id,
+                                                     visible(now))
                 ).scalar_one()
                 alias_rows = conn.execute(
                     sa.select(t.aliases.c.alias, t.versions.c.idx)
                     .join(t.versions, t.versions.c.id == t.aliases.c.version_id)
-                    .where(t.aliases.c.artifact_id == art.id)
+                    .where(t.aliases.c.artifact_id == art.id, visible(now))
                     .order_by(t.aliases.c.alias)
                 ).all()
                 out.append(

@@ -1,0 +1,284 @@
+"""Lifecycle: ttl with a controllable clock, project default ttl, delete/restore, and gc that
+keeps shared blobs and never races a concurrent log."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import reftrack
+from reftrack.errors import NotFound, UsageError
+from reftrack.lifecycle import parse_duration
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kw: float) -> None:
+        self.now += timedelta(**kw)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def settings(clock: Clock, tmp_path: Path) -> reftrack.Settings:
+    return reftrack.Settings.from_env(clock=clock, blob_store=str(tmp_path / "blobs"))
+
+
+def log_files(settings: reftrack.Settings, root: Path, files: dict[str, bytes], *,
+              name: str = "ds", ttl: Any = "unset", aliases: list[str] | None = None,
+              managed: bool = False) -> reftrack.Artifact:
+    root.mkdir(parents=True, exist_ok=True)
+    for rel, data in files.items():
+        (root / rel).write_bytes(data)
+    with reftrack.init(project="lc", job_type="ingest", settings=settings) as run:
+        art = reftrack.Artifact(name, type="dataset", settings=settings)
+        for rel in files:
+            if managed:
+                art.add_file(root / rel)
+            else:
+                art.add_reference(str(root / rel))
+        if ttl != "unset":
+            art.ttl = ttl
+        run.log_artifact(art, aliases=aliases)
+    return art
+
+
+def versions(settings: reftrack.Settings, name: str = "lc/ds") -> list[str]:
+    return [a.version for a in reftrack.Api(settings=settings).artifact_versions(name)]
+
+
+def test_ttl_before_logging_expires_with_the_clock(settings: reftrack.Settings, clock: Clock,
+                                                   tmp_path: Path) -> None:
+    v0 = log_files(settings, tmp_path / "a", {"x": b"1"})
+    v1 = log_files(settings, tmp_path / "b", {"x": b"2"}, ttl=timedelta(days=30))
+    assert v1.ttl == timedelta(days=30) and v1.expires_at == T0 + timedelta(days=30)
+    api = reftrack.Api(settings=settings)
+    clock.advance(days=29)
+    assert api.artifact("lc/ds:latest").version == "v1"
+    clock.advance(days=2)
+    assert versions(settings) == ["v0"]  # expired versions disappear from queries
+    assert api.artifact("lc/ds:latest").version == "v0"  # latest moved back
+    with pytest.raises(NotFound, match="expired on 2026-01-31"):
+        api.artifact("lc/ds:v1")
+    summary = api.artifact_collections("lc")[0]
+    assert (summary.versions, summary.latest) == (1, "v0")
+    dry = api.gc(dry_run=True)
+    assert [(v.version, v.reason) for v in dry.versions] == [("lc/ds:v1", "expired")]
+    assert versions(settings) == ["v0"] and dry.dry_run
+    api.gc()
+    with pytest.raises(NotFound, match="no version v1"):
+        api.artifact("lc/ds:v1")
+    assert v0.version == "v0"
+
+
+def test_ttl_after_logging_and_project_default(settings: reftrack.Settings, clock: Clock,
+                                               tmp_path: Path) -> None:
+    api = reftrack.Api(settings=settings)
+    keep = log_files(settings, tmp_path / "a", {"x": b"1"}, ttl=None)  # explicitly forever
+    plain = log_files(settings, tmp_path / "b", {"x": b"2"})
+    assert plain.ttl is None and api.project_ttl("lc") is None
+    assert api.set_project_ttl("lc", timedelta(days=10)) == 1  # governs plain, not keep
+    assert api.artifact("lc/ds:v1").ttl == timedelta(days=10)
+    later = log_files(settings, tmp_path / "c", {"x": b"3"})
+    assert later.expires_at == T0 + timedelta(days=10)
+    fetched = api.artifact("lc/ds:v2")
+    fetched.ttl = timedelta(days=100)  # after logging: its own ttl wins
+    clock.advance(days=11)
+    assert versions(settings) == ["v0", "v2"]
+    assert keep.ttl is None
+    with pytest.raises(UsageError, match="timedelta"):
+        fetched.ttl = 30  # type: ignore[assignment]
+    api.set_project_ttl("lc", None)
+    assert versions(settings) == ["v0", "v1", "v2"]  # the default no longer applies
+
+
+def test_delete_aliases_restore_and_grace(settings: reftrack.Settings, clock: Clock,
+                                          tmp_path: Path) -> None:
+    api = reftrack.Api(settings=settings)
+    log_files(settings, tmp_path / "a", {"x": b"1"})
+    best = log_files(settings, tmp_path / "b", {"x": b"2"}, aliases=["best"])
+    with pytest.raises(UsageError, match="aliases best"):
+        best.delete()
+    best.delete(delete_aliases=True)
+    assert versions(settings) == ["v0"] and api.artifact("lc/ds:latest").version == "v0"
+    with pytest.raises(NotFound, match="was deleted on .*reftrack restore lc/ds:v1"):
+        api.artifact("lc/ds:v1")
+    with pytest.raises(NotFound, match="alias 'best'"):
+        api.artifact("lc/ds:best")
+    clock.advance(days=6)
+    assert api.gc().versions == []  # within the grace period: kept
+    restored = api.restore("lc/ds:v1")
+    assert restored.version == "v1" and api.artifact("lc/ds:latest").version == "v1"
+    assert restored.aliases == ["latest"]  # the deleted aliases stay deleted
+    with pytest.raises(UsageError, match="not deleted"):
+        api.restore("lc/ds:v1")
+    restored.delete()
+    clock.advance(days=8)
+    report = api.gc()
+    assert [(v.version, v.reason) for v in report.versions] == [("lc/ds:v1", "deleted")]
+    with pytest.raises(NotFound, match="purged"):
+        api.restore("lc/ds:v1")
+    with pytest.raises(UsageError, match="version number"):
+        api.restore("lc/ds:best")
+
+
+def test_logging_identical_content_revives_a_deleted_version(settings: reftrack.Settings,
+                                                             tmp_path: Path) -> None:
+    art = log_files(settings, tmp_path / "a", {"x": b"1"})
+    art.delete()
+    again = log_files(settings, tmp_path / "a", {"x": b"1"})
+    assert again.version == "v0" and again.new_version is False
+    assert versions(settings) == ["v0"]
+
+
+def test_gc_keeps_blobs_that_any_remaining_version_shares(settings: reftrack.Settings,
+                                                          clock: Clock, tmp_path: Path) -> None:
+    blobs = tmp_path / "blobs"
+    first = log_files(settings, tmp_path / "v0", {"shared": b"shared", "only0": b"zero"},
+                      managed=True)
+    log_files(settings, tmp_path / "v1", {"shared": b"shared", "only1": b"one"}, managed=True)
+    log_files(settings, tmp_path / "o", {"shared": b"shared"}, name="other", managed=True)
+
+    def stored() -> int:
+        return sum(1 for p in blobs.rglob("*") if p.is_file())
+
+    assert stored() == 3  # shared once, only0, only1
+    first.delete()
+    clock.advance(days=8)
+    report = reftrack.Api(settings=settings).gc()
+    assert [v.version for v in report.versions] == ["lc/ds:v0"]
+    assert len(report.blobs) == 1 and report.blobs[0].endswith(
+        "/" + __import__("hashlib").sha256(b"zero").hexdigest())
+    assert stored() == 2
+    api = reftrack.Api(settings=settings)
+    api.artifact("lc/ds:v1").delete()
+    clock.advance(days=8)
+    api.gc()
+    assert stored() == 1  # the shared blob stays for lc/other
+    assert api.artifact("lc/other:v0").verify().passed
+    api.artifact("lc/other:v0").delete()
+    clock.advance(days=8)
+    api.gc()
+    assert stored() == 0
+
+
+def test_gc_never_deletes_a_blob_a_pending_log_uses(settings: reftrack.Settings,
+                                                    clock: Clock, tmp_path: Path) -> None:
+    old = log_files(settings, tmp_path / "a", {"f": b"payload"}, managed=True)
+    old.delete()
+    clock.advance(days=8)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "f").write_bytes(b"payload")
+    art = reftrack.Artifact("ds2", type="dataset", settings=settings)
+    art.add_file(tmp_path / "b" / "f")  # found the blob (dedup) and leased it
+    report = reftrack.Api(settings=settings).gc()  # purges v0, the blob's only user
+    assert [v.version for v in report.versions] == ["lc/ds:v0"] and report.blobs == []
+    with reftrack.init(project="lc", settings=settings) as run:
+        run.log_artifact(art)
+    assert art.verify().passed  # the blob is there
+    art.delete()
+    clock.advance(days=8)
+    assert len(reftrack.Api(settings=settings).gc().blobs) == 1  # now it can go
+
+
+def test_concurrent_gc_and_logs_lose_nothing(tmp_path: Path) -> None:
+    settings = reftrack.Settings.from_env(blob_store=str(tmp_path / "blobs"),
+                                          grace=timedelta(hours=1))
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "common").write_bytes(b"common bytes")
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def collector() -> None:
+        api = reftrack.Api(settings=settings)
+        while not stop.is_set():
+            try:
+                api.gc(grace=timedelta(0))
+            except BaseException as exc:  # noqa: BLE001 - surfaced below
+                errors.append(exc)
+                return
+
+    thread = threading.Thread(target=collector)
+    thread.start()
+    try:
+        for i in range(12):
+            (src / "own").write_bytes(f"own {i}".encode())
+            with reftrack.init(project="cc", settings=settings) as run:
+                art = reftrack.Artifact("ds", type="dataset", settings=settings)
+                art.add_file(src / "common")
+                art.add_file(src / "own")
+                run.log_artifact(art)
+            if i % 2:
+                art.delete()  # grace 0 in the collector: purged at its next pass
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert errors == []
+    api = reftrack.Api(settings=settings)
+    api.gc(grace=timedelta(0))
+    remaining = api.artifact_versions("cc/ds")
+    assert [v.version for v in remaining] == [f"v{i}" for i in range(0, 12, 2)]
+    for version in remaining:
+        assert version.verify(deep=True).passed, version.qualified_name
+
+
+def test_protected_versions_are_neither_deleted_nor_purged(settings: reftrack.Settings,
+                                                           clock: Clock, tmp_path: Path) -> None:
+    art = log_files(settings, tmp_path / "a", {"x": b"1"}, ttl=timedelta(days=1))
+    registry = reftrack.Api(settings=settings)._ctx.registry
+    registry.set_protected(registry.resolve("lc", "ds", "v0"), True)
+    with pytest.raises(UsageError, match="unprotect"):
+        reftrack.Api(settings=settings).artifact("lc/ds:v0").delete()
+    clock.advance(days=2)
+    report = reftrack.Api(settings=settings).gc()
+    assert report.versions == [] and report.kept_protected == ["lc/ds:v0"]
+    assert art.version == "v0"
+
+
+def test_referenced_bucket_objects_are_never_deleted(settings: reftrack.Settings, clock: Clock,
+                                                     tmp_path: Path) -> None:
+    art = log_files(settings, tmp_path / "data", {"x": b"1"})
+    art.delete()
+    clock.advance(days=8)
+    report = reftrack.Api(settings=settings).gc()
+    assert [v.version for v in report.versions] == ["lc/ds:v0"] and report.blobs == []
+    assert (tmp_path / "data" / "x").read_bytes() == b"1"  # reftrack does not own it
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("30d", timedelta(days=30)), ("12h", timedelta(hours=12)), ("1d12h", timedelta(hours=36)),
+    ("2w", timedelta(weeks=2)), ("none", None), ("90m", timedelta(minutes=90)),
+])
+def test_parse_duration(text: str, expected: timedelta | None) -> None:
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["30", "abc", "0d", "3 days", "-1d"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(UsageError):
+        parse_duration(text)
+
+
+def test_version_numbers_are_never_given_twice(settings: reftrack.Settings, clock: Clock,
+                                               tmp_path: Path) -> None:
+    log_files(settings, tmp_path / "a", {"x": b"1"})
+    gone = log_files(settings, tmp_path / "b", {"x": b"2"})
+    gone.delete()
+    clock.advance(days=8)
+    reftrack.Api(settings=settings).gc()
+    assert log_files(settings, tmp_path / "c", {"x": b"3"}).version == "v2"
