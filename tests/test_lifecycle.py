@@ -115,7 +115,7 @@ def test_delete_aliases_restore_and_grace(settings: reftrack.Settings, clock: Cl
         best.delete()
     best.delete(delete_aliases=True)
     assert versions(settings) == ["v0"] and api.artifact("lc/ds:latest").version == "v0"
-    with pytest.raises(NotFound, match="was deleted on .*reftrack restore lc/ds:v1"):
+    with pytest.raises(NotFound, match=r"was deleted on .*reftrack restore lc/ds:v1"):
         api.artifact("lc/ds:v1")
     with pytest.raises(NotFound, match="alias 'best'"):
         api.artifact("lc/ds:best")
@@ -209,7 +209,7 @@ def test_concurrent_gc_and_logs_lose_nothing(tmp_path: Path) -> None:
         while not stop.is_set():
             try:
                 api.gc(grace=timedelta(0))
-            except BaseException as exc:  # noqa: BLE001 - surfaced below
+            except BaseException as exc:  # surfaced below
                 errors.append(exc)
                 return
 
