@@ -282,3 +282,16 @@ def test_version_numbers_are_never_given_twice(settings: reftrack.Settings, cloc
     clock.advance(days=8)
     reftrack.Api(settings=settings).gc()
     assert log_files(settings, tmp_path / "c", {"x": b"3"}).version == "v2"
+
+
+def test_gc_deletes_unreferenced_blobs_in_a_gcs_store(gcs: Any, tmp_path: Path) -> None:
+    settings = reftrack.Settings.from_env(blob_store=f"gs://{gcs.bucket}/blobs/")
+    keep = log_files(settings, tmp_path / "a", {"k": b"keep me"}, name="keep", managed=True)
+    gone = log_files(settings, tmp_path / "b", {"g": b"delete me"}, name="gone", managed=True)
+    gone.delete()
+    api = reftrack.Api(settings=settings)
+    report = api.gc(grace=timedelta(0))
+    assert [v.version for v in report.versions] == ["lc/gone:v0"] and len(report.blobs) == 1
+    assert report.ok
+    names = {k for k in gcs.emulator.storage.objects.get(gcs.bucket, {})}
+    assert len(names) == 1 and keep.verify().passed

@@ -497,6 +497,31 @@ class GCSBackend:
         with contextlib.suppress(ReftrackError):
             self._run(uri, "objects.insert", call)
 
+    def delete(self, uri: RefURI) -> None:
+        """Delete one object (every generation of it when the bucket keeps them: what gc
+        needs to free a blob). A missing object is fine."""
+        self._require_object(uri)
+        generations = [uri.version_id] if uri.version_id else [
+            s.version_id for s in self.scan(uri, all_versions=True) if s.key == uri.key
+        ] or [None]
+        url = self._url("b/{}/o/{}", uri.bucket, uri.key)
+        headers = self._headers(uri)
+        for generation in generations:
+            params = {"generation": generation} if generation else {}
+
+            async def attempt(params: dict[str, str] = params) -> None:
+                response = await self._send(url, params, headers, method="DELETE")
+                async with response:
+                    await response.read()
+
+            async def call(attempt: Callable[[], Awaitable[None]] = attempt) -> None:
+                await self._with_retries(attempt)
+
+            try:
+                self._run(uri, "objects.delete", call)
+            except ObjectNotFound:
+                continue
+
     def versioning(self, bucket: str) -> Versioning:
         with self._lock:
             known = self._versioning.get(bucket)

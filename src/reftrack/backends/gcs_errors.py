@@ -31,6 +31,7 @@ _PERMISSIONS = {
     "objects.list": "storage.objects.list",
     "buckets.get": "storage.buckets.get",
     "objects.insert": "storage.objects.create",
+    "objects.delete": "storage.objects.delete",
 }
 
 
