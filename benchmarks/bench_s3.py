@@ -6,9 +6,10 @@ request counted *server-side* (a WSGI middleware in front of moto):
 
   log            ``Artifact.add_reference("s3://bucket/data/")`` + ``run.log_artifact``
                  bound: ceil(V/1000) + 2 requests
-  verify         ``artifact.verify()`` with nothing changed        bound: ceil(V/1000)
+  verify         ``artifact.verify()`` with nothing changed        bound: ceil(V/1000) + 2
+                 (the bucket's lifecycle configuration and versioning state, once each)
   verify-drift   ``artifact.verify()`` after overwriting 1% and deleting 1% of the objects
-                 bound: ceil(V'/1000), V' = versions + delete markers now under data/
+                 bound: ceil(V'/1000) + 2, V' = versions + delete markers now under data/
   download       ``artifact.download(dir)``                       bound: N (one GET each)
   download-again the same into the same directory                  bound: 0 (all skipped)
   naive-head     what a user would otherwise write: boto3 ``head_object`` per key (N requests)
@@ -54,6 +55,7 @@ import reftrack
 from reftrack.settings import Settings
 
 PAGE_SIZE = 1000  # S3's ListObjectVersions page
+BUCKET_RULES = 2  # verify reads the bucket's lifecycle rules and versioning state once each
 BUCKET_PREFIX = "reftrack-bench"
 PREFIX = "data/"
 ACCESS_KEY = "bench"  # moto accepts anything; never real credentials
@@ -457,8 +459,9 @@ class Bench:
         counts = self.server.take()
         summary = {k: v for k, v in report.summary.items() if v}
         self._check(summary == {"ok": n}, f"N={n}: verify without drift gave {summary}")
-        self._record(n, versions, "verify", counts, seconds, math.ceil(versions / PAGE_SIZE),
-                     report.requests, {"statuses": summary, "exit_code": report.exit_code})
+        self._record(n, versions, "verify", counts, seconds,
+                     math.ceil(versions / PAGE_SIZE) + BUCKET_RULES, report.requests,
+                     {"statuses": summary, "exit_code": report.exit_code})
 
         # b'. drift, then verify again
         changed = max(1, round(n * args.drift_fraction)) if args.drift_fraction else 0
@@ -481,7 +484,7 @@ class Bench:
                     f"N={n}: verify after drift gave {summary} (exit {report.exit_code}), "
                     f"expected {expected}")
         self._record(n, versions_now, "verify-drift", counts, seconds,
-                     math.ceil(versions_now / PAGE_SIZE), report.requests,
+                     math.ceil(versions_now / PAGE_SIZE) + BUCKET_RULES, report.requests,
                      {"statuses": summary, "exit_code": report.exit_code,
                       "overwritten": len(moved), "deleted": len(deleted)})
 

@@ -284,11 +284,15 @@ def test_server_registry_needs_a_blob_store(tmp_path: Path) -> None:
         art.add_file(tmp_path / "f.py")
     assert "s3cr3t" not in str(info.value) and "postgresql://" in str(info.value)
 
+    # With a store, the file is leased in the registry before it is stored (gc safety), so
+    # an unreachable registry is a clear error, and its password is never shown.
     store = tmp_path / "team-blobs"
     art = reftrack.Artifact("code", type="code",
                             settings=settings.model_copy(update={"blob_store": str(store)}))
-    entry = art.add_file(tmp_path / "f.py")
-    assert entry.ref.startswith(f"file://{store}/sha256/")
+    with pytest.raises(UsageError, match="cannot open registry") as info:
+        art.add_file(tmp_path / "f.py")
+    assert "s3cr3t" not in str(info.value) and "user:***@db.example" in str(info.value)
+    assert not store.exists() or not any(store.rglob("*/*"))  # nothing stored unleased
 
 
 def test_blob_store_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

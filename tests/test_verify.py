@@ -31,7 +31,10 @@ def test_intact(bucket: str, put: Any, requests_log: Any) -> None:
     assert set(statuses(report).values()) == {"ok"}
     assert report.passed and report.exit_code == 0 and report.drift == []
     assert report.summary["ok"] == 5 and sum(report.summary.values()) == 5
-    assert report.requests == 1 == len(requests_log)
+    # one listing page, plus the bucket's lifecycle rules and versioning state (once each)
+    assert report.requests == 3 == len(requests_log)
+    assert requests_log.count("GET", "versions") == 1
+    assert requests_log.count("GET", "lifecycle") == requests_log.count("GET", "versioning") == 1
     assert report.artifact == "p/ds:v0" and report.digest == art.digest
 
 
@@ -93,7 +96,7 @@ def test_single_objects_use_heads(s3: Any, bucket: str, put: Any, requests_log: 
     report = art.verify()
     assert statuses(report) == {"cfg.json": "ok", "w.bin": "moved"}
     # ok costs one HEAD; moved costs the current HEAD plus the pinned-version HEAD
-    assert requests_log.count("HEAD") == 3 == len(requests_log) == report.requests
+    assert requests_log.count("HEAD") == 3 == len(requests_log) - 2 == report.requests - 2
 
 
 def test_many_single_objects_in_one_directory_are_listed(bucket: str, put: Any,
@@ -109,7 +112,8 @@ def test_many_single_objects_in_one_directory_are_listed(bucket: str, put: Any,
     requests_log.clear()
     report = art.verify()
     assert report.summary["ok"] == 10
-    assert len(requests_log) == 1 and "delimiter=%2F" in requests_log.calls[0][2]
+    listings = [c for c in requests_log.calls if "versions" in c[2].split("&")]
+    assert len(requests_log) == 3 and len(listings) == 1 and "delimiter=%2F" in listings[0][2]
 
 
 def test_listing_over_budget_falls_back_to_heads(s3: Any, bucket: str, put: Any, seed: Any,
@@ -243,4 +247,5 @@ def test_a_listing_that_ends_exactly_on_its_budget_is_used(s3: Any, bucket: str,
     seed(bucket, {f"e/zz/{i:04d}": b"n" for i in range(999)})  # exactly 1000 versions now
     requests_log.clear()
     assert statuses(art.verify()) == {"a": "ok"}
-    assert len(requests_log) == 1  # one complete page: no HEAD, no second page
+    # one complete page: no HEAD, no second page (+ lifecycle and versioning of the bucket)
+    assert len(requests_log) == 3 and requests_log.count("GET", "versions") == 1

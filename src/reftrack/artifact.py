@@ -24,6 +24,7 @@ from .verify import VerifyReport, verify_manifest
 
 if TYPE_CHECKING:
     from .lineage import Direction, LineageGraph, SourceVersion
+    from .protection import ProtectReport
     from .run import Run
 
 __all__ = ["Artifact", "DownloadPath"]
@@ -351,7 +352,7 @@ class Artifact:
         entry_path = check_entry_path(name, what="name") if name is not None else \
             check_entry_path(os.path.basename(path), what=f"the file name of {path}")
         store = BlobStore.from_settings(self._ctx.settings, self._ctx.backends,
-                                       lease=self._ctx.registry.lease_blob)
+                                       lease=self._lease_blob)
         blob = store.put_many([path], progress)[0]
         entry = blob.entry(entry_path)
         self.manifest.add_all([entry])
@@ -388,7 +389,7 @@ class Artifact:
             paths.append(check_entry_path(f"{name}/{rel}" if name else rel,
                                           what=f"{stat.key!r} gives entry path"))
         store = BlobStore.from_settings(self._ctx.settings, self._ctx.backends,
-                                       lease=self._ctx.registry.lease_blob)
+                                       lease=self._lease_blob)
         blobs = store.put_many([stat.key for stat in files], progress)
         entries = [blob.entry(entry_path) for blob, entry_path in zip(blobs, paths, strict=True)]
         self.manifest.add_all(entries)
@@ -547,6 +548,7 @@ class Artifact:
             concurrency=concurrency or self._ctx.settings.concurrency,
             progress=progress,
             deep=deep,
+            protected=self.protected,
         )
 
     # -- lineage ------------------------------------------------------------------------------
@@ -566,6 +568,10 @@ class Artifact:
 
         return [Run(self._ctx, r) for r in self._ctx.registry.version_users(self._logged().id)]
 
+    def _lease_blob(self, store: str, sha256: str) -> None:
+        """Opens the registry only when a blob is actually stored (after the store checks)."""
+        self._ctx.registry.lease_blob(store, sha256)
+
     def lineage(
         self, direction: Direction = "both", depth: int | None = None
     ) -> LineageGraph:
@@ -581,6 +587,43 @@ class Artifact:
         from .lineage import sources
 
         return sources(self._ctx.registry, self._logged())
+
+    # -- protection (S3 Object Lock legal holds) --------------------------------------------
+
+    def protect(
+        self, *, concurrency: int | None = None, progress: Progress | None = None
+    ) -> ProtectReport:
+        """Place an S3 Object Lock legal hold on every pinned object version, so that no one
+        and no lifecycle rule can delete them, and mark the version ``protected``.
+
+        Refuses (``UsageError``, before any hold is placed) entries that are not S3 objects
+        or have no version id, and buckets without Object Lock. Raises
+        :class:`~reftrack.protection.ProtectionFailed` (with the report) when some holds
+        could not be placed; the version is then not marked protected."""
+        from .protection import ProtectionFailed, set_version_holds
+
+        report, self._record = set_version_holds(
+            self._logged(), self.manifest, self._ctx.backends, self._ctx.registry, on=True,
+            concurrency=concurrency or self._ctx.settings.concurrency, progress=progress,
+        )
+        if report.failed:
+            raise ProtectionFailed(report)
+        return report
+
+    def unprotect(
+        self, *, concurrency: int | None = None, progress: Progress | None = None
+    ) -> ProtectReport:
+        """Remove the legal hold from every pinned object version and clear ``protected``
+        (refusals and failures as for :meth:`protect`)."""
+        from .protection import ProtectionFailed, set_version_holds
+
+        report, self._record = set_version_holds(
+            self._logged(), self.manifest, self._ctx.backends, self._ctx.registry, on=False,
+            concurrency=concurrency or self._ctx.settings.concurrency, progress=progress,
+        )
+        if report.failed:
+            raise ProtectionFailed(report)
+        return report
 
 
 def _entry(path: str, stat: ObjectStat, checksum: bool) -> ManifestEntry:

@@ -17,16 +17,21 @@ from rich.markup import escape
 from . import __version__
 from .api import Api
 from .artifact import Artifact
+from .bucketrules import bucket_warnings
 from .errors import DownloadFailed, ReftrackError, UsageError
 from .lineage import Direction, sources, walk, write_sources_json
+from .protection import ProtectionFailed
 from .render import (
     RichProgress,
     artifacts_table,
+    bucket_warning_lines,
     download_lines,
     entries_table,
     lineage_source_table,
     lineage_table,
     make_console,
+    protect_lines,
+    protection_line,
     record_lines,
     size_text,
     sources_lines,
@@ -261,13 +266,19 @@ def show_cmd(
     ctx: typer.Context,
     artifact: Annotated[str, typer.Argument(help="project/name:version_or_alias")],
     limit: Annotated[int, typer.Option("--limit", min=0, help="Entries to show (0: all).")] = 50,
+    offline: Annotated[bool, typer.Option(
+        "--offline", help="Read the registry only: do not ask the S3 buckets for their "
+        "lifecycle rules and versioning state (two requests per bucket).")] = False,
     registry: RegistryOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show a version: metadata, sources and entries with version ids and ETags."""
+    """Show a version: metadata, sources and entries with version ids and ETags, whether it
+    is protected, and what the buckets' lifecycle rules will do to it."""
     art = Api(settings=_settings(ctx, registry)).artifact(artifact)
     record = art._logged()
     manifest = art.manifest
+    warnings = [] if offline else bucket_warnings(manifest, art._ctx.backends,
+                                                  protected=record.protected)
     if as_json:
         _print_json({
             **record.model_dump(mode="json"),
@@ -279,15 +290,21 @@ def show_cmd(
                  "checksum": e.checksummed}
                 for e in manifest.sorted_entries()
             ],
+            "warnings": [w.model_dump(mode="json") for w in warnings],
         })
         return
     console = make_console()
     for line in record_lines(record):
         console.print(line)
+    protection = protection_line(record)
+    if protection:
+        console.print(protection)
     console.print("sources:")
     for line in sources_lines(manifest):
         console.print(line)
     console.print(entries_table(manifest, limit=limit or None))
+    for line in bucket_warning_lines(warnings):
+        console.print(line)
 
 
 @app.command("verify")
@@ -316,8 +333,63 @@ def verify_cmd(
                       f"{len(report.entries)} entries with {report.requests} request(s)")
         for table in verify_tables(report, all_entries=all_entries):
             console.print(table)
+        for line in bucket_warning_lines(report.warnings):
+            console.print(line)
         console.print(verify_verdict(report))
     raise typer.Exit(report.exit_code)
+
+
+@app.command("protect")
+@_handle_errors
+def protect_cmd(
+    ctx: typer.Context,
+    artifact: Annotated[str, typer.Argument(help="project/name:version_or_alias")],
+    concurrency: Annotated[int | None, typer.Option("--concurrency", "-j",
+                                                    help="Parallel requests.")] = None,
+    registry: RegistryOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Place an S3 Object Lock legal hold on every pinned object version, so that nothing
+    (no user, no lifecycle rule) can delete them. The buckets need Object Lock."""
+    _holds(ctx, artifact, True, concurrency, registry, as_json)
+
+
+@app.command("unprotect")
+@_handle_errors
+def unprotect_cmd(
+    ctx: typer.Context,
+    artifact: Annotated[str, typer.Argument(help="project/name:version_or_alias")],
+    concurrency: Annotated[int | None, typer.Option("--concurrency", "-j",
+                                                    help="Parallel requests.")] = None,
+    registry: RegistryOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove the legal hold that `reftrack protect` placed on every pinned object version."""
+    _holds(ctx, artifact, False, concurrency, registry, as_json)
+
+
+def _holds(ctx: typer.Context, artifact: str, on: bool, concurrency: int | None,
+           registry: str | None, as_json: bool) -> None:
+    if concurrency is not None and concurrency < 1:
+        raise UsageError(f"--concurrency must be at least 1, got {concurrency}")
+    art = Api(settings=_settings(ctx, registry)).artifact(artifact)
+    try:
+        report = art.protect(concurrency=concurrency) if on else \
+            art.unprotect(concurrency=concurrency)
+    except ProtectionFailed as exc:
+        report = exc.report
+        if as_json:
+            _print_json({"error": _error_dict(exc), **report.model_dump(mode="json")})
+        else:
+            for line in protect_lines(report):
+                make_console().print(line)
+            make_console(stderr=True).print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(report.exit_code) from None
+    if as_json:
+        _print_json(report.model_dump(mode="json"))
+        return
+    for line in protect_lines(report):
+        make_console().print(line)
 
 
 @app.command("get")

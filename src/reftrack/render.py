@@ -21,6 +21,7 @@ from rich.progress import (
 from rich.progress import Progress as RichProgressBar
 from rich.table import Table
 
+from .bucketrules import BucketWarning
 from .lineage import (
     LineageGraph,
     LineageNode,
@@ -29,6 +30,7 @@ from .lineage import (
     entries_text,
 )
 from .manifest import Manifest, ManifestEntry
+from .protection import ProtectReport
 from .registry import ArtifactSummary, VersionRecord
 from .transfer import DownloadReport
 from .verify import FAILING, Status, VerifyReport
@@ -390,3 +392,33 @@ def lineage_source_table(source: SourceVersion, refs: Iterable[PinnedReference],
         table.caption = (f"{source.entry_count - shown} more entries "
                          "(use --limit 0 to show all, or --json)")
     return table
+
+
+def bucket_warning_lines(warnings: Iterable[BucketWarning]) -> list[str]:
+    """One yellow line per warning about the buckets' own rules (lifecycle, versioning)."""
+    return [f"[yellow]warning:[/] {escape(w.message)}" for w in warnings]
+
+
+def protection_line(record: VersionRecord) -> str | None:
+    """``protected (legal hold)`` for a version whose pinned objects all carry an S3 Object
+    Lock legal hold; None otherwise."""
+    if not record.protected:
+        return None
+    return ("protection:  [green]protected (legal hold)[/] on every pinned object version "
+            "(`reftrack unprotect` lifts it)")
+
+
+def protect_lines(report: ProtectReport) -> list[str]:
+    """The outcome of ``reftrack protect`` / ``unprotect`` for people."""
+    verb = "placed on" if report.hold else "removed from"
+    where = ", ".join(report.buckets) or "no bucket"
+    lines = [
+        f"legal hold {verb} {report.succeeded} of {report.objects} object version(s) of "
+        f"[bold]{escape(report.artifact)}[/] in {escape(where)} ({report.requests} request(s))"
+    ]
+    for failure in report.failed:
+        lines.append(f"  [red]failed[/] {escape(failure.uri)} "
+                     f"({escape(', '.join(failure.paths))}): {escape(failure.message)}")
+    state = "[green]protected (legal hold)[/]" if report.protected else "not protected"
+    lines.append(f"{escape(report.artifact)} is now {state}")
+    return lines

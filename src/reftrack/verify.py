@@ -11,6 +11,12 @@ costs much more than the cheaper of the two.
 Statuses (see DESIGN.md): ``ok``, ``moved`` and ``deleted`` pass (the last two are drift);
 ``version_missing``, ``changed`` and ``corrupt`` fail; ``unreachable`` means the bucket could
 not be asked (missing, access denied, network).
+
+The bucket's own rules: the report's ``warnings`` say which S3 lifecycle rules will delete
+pinned versions and when, and whether versioning is suspended or off
+(:mod:`reftrack.bucketrules`: one GetBucketLifecycleConfiguration and one GetBucketVersioning
+per bucket, dated from what the listings and HEADs above saw). Warnings never change the
+exit code.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, computed_field
 
 from .backends import Backend, Backends, ObjectStat, ScanLimitReached
+from .bucketrules import BucketWarning, Observation, bucket_warnings, observe_head, observe_versions
 from .checksums import compare
 from .errors import ObjectNotFound, ReftrackError
 from .integrity import content_match, expected_checksums, hash_reader
@@ -83,6 +90,9 @@ class VerifyReport(BaseModel):
     requests: int
     deep: bool = False
     entries: list[EntryResult]
+    warnings: list[BucketWarning] = []
+    """What the buckets' own rules will do to the pinned data (lifecycle expiration,
+    suspended or absent versioning); never part of the exit code."""
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -321,6 +331,8 @@ class _Verifier:
         self.progress = progress
         self.deep = deep
         self.results: dict[str, EntryResult] = {}
+        self.observations: dict[str, Observation] = {}
+        """What was seen of each S3 entry's key, for dating lifecycle rules."""
         self._lock = threading.Lock()
         self._bucket_errors: dict[tuple[str, str], ReftrackError | None] = {}
 
@@ -334,6 +346,12 @@ class _Verifier:
                 self.results[result.path] = result
         self.progress.advance(len(results))
 
+    def _observe(self, observed: Iterable[tuple[_Item, Observation]]) -> None:
+        with self._lock:
+            for item, observation in observed:
+                if item.ref.scheme == "s3":
+                    self.observations[item.entry.path] = observation
+
     def run_listing(self, listing: _Listing) -> tuple[list[_Item], list[_Seen]]:
         """List once; return the entries left for HEADs (budget exceeded) and what the
         listing saw of the others."""
@@ -344,10 +362,12 @@ class _Verifier:
                 wanted[item.ref.key].append(item)
             latest: dict[str, ObjectStat] = {}
             versions: dict[tuple[str, str | None], ObjectStat] = {}
+            history: dict[str, list[ObjectStat]] = defaultdict(list)
             for stat in backend.scan(listing.prefix, all_versions=True,
                                      recursive=listing.recursive,
                                      page_limit=listing.budget_pages):
                 if stat.key in wanted:
+                    history[stat.key].append(stat)
                     if stat.is_latest:
                         latest[stat.key] = stat
                     if not stat.is_delete_marker:
@@ -359,6 +379,8 @@ class _Verifier:
         except ReftrackError as exc:
             self._done(_unreachable(item, exc) for item in listing.items)
             return [], []
+        self._observe((item, observe_versions(item.entry, history.get(item.ref.key, ())))
+                      for item in listing.items)
         return [], [
             _Seen(item, latest.get(item.ref.key),
                   versions.get((item.ref.key, item.ref.version_id)))
@@ -367,10 +389,12 @@ class _Verifier:
 
     def run_head(self, item: _Item) -> _Seen | None:
         try:
-            return self._head(item)
+            seen = self._head(item)
         except ReftrackError as exc:
             self._done([_unreachable(item, exc)])
             return None
+        self._observe([(item, observe_head(item.entry, seen.latest, seen.pinned))])
+        return seen
 
     def _head(self, item: _Item) -> _Seen:
         backend = self._backend(item.ref)
@@ -466,11 +490,16 @@ def verify_manifest(
     concurrency: int = 32,
     progress: Progress | None = None,
     deep: bool = False,
+    bucket_rules: bool = True,
+    protected: bool = False,
 ) -> VerifyReport:
     """Check every entry of ``manifest`` against its store and return the report.
 
     ``deep=True`` also reads every object's pinned bytes and compares them with the recorded
     checksums (sha256, md5, crc32c, or a single-part S3 ETag): one GET per entry.
+    ``bucket_rules=True`` also reads each S3 bucket's lifecycle rules and versioning state
+    (two requests per bucket) into ``report.warnings``; ``protected``: the version carries
+    legal holds (``reftrack protect``), which the warnings then mention.
     """
     progress = progress or NullProgress()
     plan = _plan(manifest, lambda scheme: _listable(backends, scheme))
@@ -488,6 +517,9 @@ def verify_manifest(
             list(pool.map(verifier.finish, seen))
     finally:
         progress.finish()
+    warnings = (bucket_warnings(manifest, backends, observations=verifier.observations,
+                                protected=protected)
+                if bucket_rules else [])
     return VerifyReport(
         artifact=artifact,
         digest=manifest.digest,
@@ -495,6 +527,7 @@ def verify_manifest(
         requests=_requests(backends) - before,
         deep=deep,
         entries=[verifier.results[path] for path in sorted(verifier.results)],
+        warnings=warnings,
     )
 
 

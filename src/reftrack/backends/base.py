@@ -17,6 +17,7 @@ from ..uri import RefURI
 __all__ = [
     "CHECKSUM_ALGORITHMS",
     "Backend",
+    "LifecycleRule",
     "ObjectReader",
     "ObjectStat",
     "ScanLimitReached",
@@ -27,6 +28,46 @@ CHECKSUM_ALGORITHMS = ("sha256", "md5", "crc32c")
 """Content checksums reftrack knows, strongest first; values are lowercase hex."""
 
 Versioning = Literal["enabled", "suspended", "disabled", "unknown"]
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleRule:
+    """One *enabled* bucket lifecycle rule that can delete data, normalised (S3
+    ``GetBucketLifecycleConfiguration``; disabled rules and transition-only rules are dropped).
+
+    The filter: ``prefix`` (``""``: every key), ``tags`` (the rule only applies to objects
+    carrying all of them: reftrack does not read object tags, so such a rule *may* apply),
+    object size bounds in bytes. The actions: ``noncurrent_days`` (NoncurrentVersionExpiration:
+    days after a version became noncurrent), ``newer_noncurrent_versions`` (only versions with
+    at least this many newer noncurrent versions expire), ``expiration_days`` /
+    ``expiration_date`` (Expiration of the current object: permanent on an unversioned bucket, a
+    delete marker on a versioned one).
+    """
+
+    id: str
+    prefix: str = ""
+    tags: tuple[tuple[str, str], ...] = ()
+    size_greater_than: int | None = None
+    size_less_than: int | None = None
+    noncurrent_days: int | None = None
+    newer_noncurrent_versions: int | None = None
+    expiration_days: int | None = None
+    expiration_date: datetime | None = None
+
+    def applies_to(self, key: str, size: int | None) -> Literal["yes", "maybe", "no"]:
+        """Whether the rule covers ``key`` (of ``size`` bytes, None when unknown): ``"maybe"``
+        when it depends on what reftrack does not know (object tags, an unknown size)."""
+        if not key.startswith(self.prefix):
+            return "no"
+        unsure = bool(self.tags)
+        if self.size_greater_than is not None or self.size_less_than is not None:
+            if size is None:
+                unsure = True
+            elif (self.size_greater_than is not None and size <= self.size_greater_than) or (
+                self.size_less_than is not None and size >= self.size_less_than
+            ):
+                return "no"
+        return "maybe" if unsure else "yes"
 
 
 class ScanLimitReached(Exception):

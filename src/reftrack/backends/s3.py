@@ -8,6 +8,11 @@ used (``use_listings_cache=False``, and no ``ls``/``info`` call), so a delete is
 
 The one write, ``put`` (used only by the blob store for managed files), is one ``PutObject``
 with ``Content-MD5``, or a multipart upload above 8 MiB, through the same ``call_s3``.
+
+The bucket's own rules: ``lifecycle_rules`` (one ``GetBucketLifecycleConfiguration``),
+``object_lock_enabled`` (one ``GetObjectLockConfiguration``) and the Object Lock legal hold of
+one object version, ``set_legal_hold`` / ``legal_hold`` (one ``PutObjectLegalHold`` /
+``GetObjectLegalHold`` each).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import contextlib
 import hashlib
 import threading
 from collections.abc import Iterator, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import fsspec.asyn
@@ -31,9 +36,17 @@ from ..errors import (
     IntegrityError,
     ObjectNotFound,
     ReftrackError,
+    UsageError,
 )
 from ..uri import RefURI
-from .base import ObjectReader, ObjectStat, ReaderBase, ScanLimitReached, Versioning
+from .base import (
+    LifecycleRule,
+    ObjectReader,
+    ObjectStat,
+    ReaderBase,
+    ScanLimitReached,
+    Versioning,
+)
 from .writer import CheckedSource
 
 __all__ = ["S3Backend"]
@@ -56,6 +69,7 @@ _DENIED = {
 }
 _MISSING_OBJECT = {"404", "NoSuchKey", "NoSuchVersion"}
 _UNAVAILABLE = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "503", "500"}
+_LEGAL_HOLD_OPERATIONS = ("put_object_legal_hold", "get_object_legal_hold")
 
 
 def _client_error(exc: BaseException) -> ClientError | None:
@@ -140,6 +154,20 @@ def _translate(exc: BaseException, uri: RefURI, operation: str) -> ReftrackError
         return IntegrityError(
             f"{where}: the object changed since it was recorded (ETag differs)", uri=str(uri)
         )
+    if code == "NoSuchLifecycleConfiguration":
+        return BackendError(f"{uri.bucket_uri}: the bucket has no lifecycle configuration",
+                            uri.bucket_uri, code=code)
+    if code in ("ObjectLockConfigurationNotFoundError", "NoSuchObjectLockConfiguration"):
+        what = (f"{where}: this object version has no Object Lock settings (no legal hold)"
+                if operation in _LEGAL_HOLD_OPERATIONS
+                else f"{uri.bucket_uri}: Object Lock is not enabled on this bucket")
+        return BackendError(what, uri.bucket_uri, code=code)
+    if code == "InvalidRequest" and operation in _LEGAL_HOLD_OPERATIONS:
+        return BackendError(
+            f"{where}: S3 refused the legal hold ({message}): Object Lock is not enabled on "
+            f"{uri.bucket_uri}; {OBJECT_LOCK_HOWTO}",
+            uri.bucket_uri, code=code,
+        )
     if code in _UNAVAILABLE:
         return BackendError(
             f"{where}: S3 is unavailable or throttling ({code}) even after retries; "
@@ -159,11 +187,68 @@ def _action(operation: str) -> str:
         "list_objects_v2": "ListBucket",
         "head_bucket": "ListBucket",
         "get_bucket_versioning": "GetBucketVersioning",
+        "get_bucket_lifecycle_configuration": "GetLifecycleConfiguration",
+        "get_object_lock_configuration": "GetBucketObjectLockConfiguration",
+        "put_object_legal_hold": "PutObjectLegalHold",
+        "get_object_legal_hold": "GetObjectLegalHold",
         "put_object": "PutObject",
         "create_multipart_upload": "PutObject",
         "upload_part": "PutObject",
         "complete_multipart_upload": "PutObject",
     }.get(operation, operation)
+
+
+OBJECT_LOCK_HOWTO = (
+    "Object Lock is switched on when the bucket is created (aws s3api create-bucket "
+    "--object-lock-enabled-for-bucket), or later on a versioned bucket (aws s3api "
+    "put-object-lock-configuration --object-lock-configuration ObjectLockEnabled=Enabled); "
+    "it cannot be switched off again"
+)
+
+
+def lifecycle_rule(raw: Mapping[str, Any]) -> LifecycleRule | None:
+    """One rule of a ``GetBucketLifecycleConfiguration`` answer, normalised; None for a rule
+    that is disabled or cannot delete an object version (transitions, aborting multipart
+    uploads, removing expired delete markers)."""
+    if raw.get("Status") != "Enabled":
+        return None
+    noncurrent = raw.get("NoncurrentVersionExpiration") or {}
+    expiration = raw.get("Expiration") or {}
+    noncurrent_days = _int(noncurrent.get("NoncurrentDays"))
+    expiration_days = _int(expiration.get("Days"))
+    expiration_date = expiration.get("Date")
+    if isinstance(expiration_date, str):
+        expiration_date = datetime.fromisoformat(expiration_date.replace("Z", "+00:00"))
+    if not isinstance(expiration_date, datetime):
+        expiration_date = None
+    elif expiration_date.tzinfo is None:
+        expiration_date = expiration_date.replace(tzinfo=UTC)
+    if noncurrent_days is None and expiration_days is None and expiration_date is None:
+        return None
+    if "Filter" in raw:
+        where = raw.get("Filter") or {}
+        both = where.get("And") or {}
+        tags = [where["Tag"]] if where.get("Tag") else list(both.get("Tags") or ())
+        prefix = str(where.get("Prefix", both.get("Prefix", "")) or "")
+        greater = _int(where.get("ObjectSizeGreaterThan", both.get("ObjectSizeGreaterThan")))
+        less = _int(where.get("ObjectSizeLessThan", both.get("ObjectSizeLessThan")))
+    else:  # the legacy form: a top-level Prefix
+        tags, prefix, greater, less = [], str(raw.get("Prefix") or ""), None, None
+    return LifecycleRule(
+        id=str(raw.get("ID") or ""),
+        prefix=prefix,
+        tags=tuple((str(t.get("Key", "")), str(t.get("Value", ""))) for t in tags),
+        size_greater_than=greater,
+        size_less_than=less,
+        noncurrent_days=noncurrent_days,
+        newer_noncurrent_versions=_int(noncurrent.get("NewerNoncurrentVersions")),
+        expiration_days=expiration_days,
+        expiration_date=expiration_date,
+    )
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None or isinstance(value, bool) else int(value)
 
 
 def _etag(value: Any) -> str | None:
@@ -379,6 +464,60 @@ class S3Backend:
 
     def check_bucket(self, bucket: str) -> None:
         self._call("head_bucket", RefURI("s3", bucket, ""), Bucket=bucket)
+
+    # -- the bucket's own rules -----------------------------------------------------------
+
+    def lifecycle_rules(self, bucket: str) -> list[LifecycleRule]:
+        """The bucket's enabled lifecycle rules that can delete object versions (one
+        ``GetBucketLifecycleConfiguration``); ``[]`` when it has no lifecycle configuration.
+        Raises ``BucketAccessDenied`` when not allowed to read it (s3:GetLifecycleConfiguration):
+        the caller says the rules are unknown rather than pretending there are none."""
+        uri = RefURI("s3", bucket, "")
+        try:
+            answer = self._call("get_bucket_lifecycle_configuration", uri, Bucket=bucket)
+        except BackendError as exc:
+            if exc.code == "NoSuchLifecycleConfiguration":
+                return []
+            raise
+        rules = (lifecycle_rule(raw) for raw in answer.get("Rules") or ())
+        return [rule for rule in rules if rule is not None]
+
+    def object_lock_enabled(self, bucket: str) -> bool:
+        """Whether Object Lock is enabled on the bucket (one ``GetObjectLockConfiguration``)."""
+        uri = RefURI("s3", bucket, "")
+        try:
+            answer = self._call("get_object_lock_configuration", uri, Bucket=bucket)
+        except BackendError as exc:
+            if exc.code == "ObjectLockConfigurationNotFoundError":
+                return False
+            raise
+        config = answer.get("ObjectLockConfiguration") or {}
+        return config.get("ObjectLockEnabled") == "Enabled"
+
+    def set_legal_hold(self, uri: RefURI, on: bool) -> None:
+        """Place (``on=True``) or remove an Object Lock legal hold on exactly
+        ``uri.version_id`` (one ``PutObjectLegalHold``). While a hold is on, that version
+        cannot be deleted, by anyone or any lifecycle rule."""
+        if not uri.version_id:
+            raise UsageError(f"{uri}: a legal hold protects one exact object version, and this "
+                             "reference has no version id")
+        self._call("put_object_legal_hold", uri, Bucket=uri.bucket, Key=uri.key,
+                   VersionId=uri.version_id, LegalHold={"Status": "ON" if on else "OFF"})
+
+    def legal_hold(self, uri: RefURI) -> bool:
+        """Whether a legal hold is on ``uri`` (its exact version when pinned; one
+        ``GetObjectLegalHold``). False when the version or its bucket has no Object Lock
+        settings at all."""
+        kwargs: dict[str, Any] = {"Bucket": uri.bucket, "Key": uri.key}
+        if uri.version_id:
+            kwargs["VersionId"] = uri.version_id
+        try:
+            answer = self._call("get_object_legal_hold", uri, **kwargs)
+        except BackendError as exc:
+            if exc.code in ("NoSuchObjectLockConfiguration", "InvalidRequest"):
+                return False
+            raise
+        return (answer.get("LegalHold") or {}).get("Status") == "ON"
 
 
 class S3Reader(ReaderBase):

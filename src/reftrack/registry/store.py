@@ -6,6 +6,7 @@ write is one transaction: an error or a crash part-way leaves the registry as it
 
 from __future__ import annotations
 
+import re
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -40,6 +41,11 @@ _WRITE_ATTEMPTS = 5
 
 
 
+def _redact(location: str) -> str:
+    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
+    return re.sub(r"://([^:/@]*):[^@/]*@", r"://\1:***@", location)
+
+
 def _registry_url(location: str) -> str:
     if "://" in location:
         return location
@@ -60,14 +66,14 @@ class Registry(RunStore, LifecycleStore):
     """Where all the metadata lives. Open with a path or SQLAlchemy URL."""
 
     def __init__(self, location: str, *, clock: Callable[[], datetime] | None = None) -> None:
-        self.location = location
+        self.location = _redact(location)  # what messages show: never a password
         self._clock = clock or _now
         self.url = _registry_url(location)
         try:
             self.engine: Engine = sa.create_engine(self.url)
         except (sa.exc.ArgumentError, ImportError) as exc:
             raise UsageError(
-                f"cannot open registry {location!r}: {exc}. Give a file path or an SQLAlchemy "
+                f"cannot open registry {self.location!r}: {exc}. Give a file path or an SQLAlchemy "
                 "URL such as postgresql://user@host/db"
             ) from exc
         if self.engine.dialect.name == "sqlite":
