@@ -295,3 +295,34 @@ def test_gc_deletes_unreferenced_blobs_in_a_gcs_store(gcs: Any, tmp_path: Path) 
     assert report.ok
     names = {k for k in gcs.emulator.storage.objects.get(gcs.bucket, {})}
     assert len(names) == 1 and keep.verify().passed
+
+
+def test_gc_on_an_s3_blob_store_keeps_shared_blobs(s3: Any, bucket: str,
+                                                   tmp_path: Path) -> None:
+    """On moto's server: two versions share a managed file in an s3:// blob store; gc of one
+    keeps the shared blob and removes every version of the other's own blob."""
+    settings = reftrack.Settings.from_env(blob_store=f"s3://{bucket}/blobs/")
+    first = log_files(settings, tmp_path / "v0", {"shared": b"shared", "own": b"own 0"},
+                      managed=True)
+    log_files(settings, tmp_path / "v1", {"shared": b"shared", "own": b"own 1"}, managed=True)
+
+    def blob_versions() -> dict[str, int]:
+        found: dict[str, int] = {}
+        for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket,
+                                                                       Prefix="blobs/"):
+            for item in page.get("Versions", []) + page.get("DeleteMarkers", []):
+                found[item["Key"].rpartition("/")[2][:8]] = \
+                    found.get(item["Key"].rpartition("/")[2][:8], 0) + 1
+        return found
+
+    import hashlib
+
+    own0 = hashlib.sha256(b"own 0").hexdigest()[:8]
+    shared = hashlib.sha256(b"shared").hexdigest()[:8]
+    assert set(blob_versions()) == {own0, shared, hashlib.sha256(b"own 1").hexdigest()[:8]}
+    first.delete()
+    report = reftrack.Api(settings=settings).gc(grace=timedelta(0))
+    assert report.ok and [b.rpartition("/")[2][:8] for b in report.blobs] == [own0]
+    left = blob_versions()
+    assert own0 not in left and shared in left  # every version of the own blob is gone
+    assert reftrack.Api(settings=settings).artifact("lc/ds:v1").verify(deep=True).passed

@@ -190,6 +190,7 @@ def _action(operation: str) -> str:
         "get_bucket_lifecycle_configuration": "GetLifecycleConfiguration",
         "get_object_lock_configuration": "GetBucketObjectLockConfiguration",
         "put_object_legal_hold": "PutObjectLegalHold",
+        "delete_object": "DeleteObjectVersion",
         "get_object_legal_hold": "GetObjectLegalHold",
         "put_object": "PutObject",
         "create_multipart_upload": "PutObject",
@@ -446,6 +447,23 @@ class S3Backend:
             with contextlib.suppress(ReftrackError):
                 self._call("abort_multipart_upload", uri, **target, UploadId=upload)
             raise
+
+    def delete(self, uri: RefURI) -> None:
+        """Delete one object for good: every version and delete marker of its key in a
+        versioned bucket (what gc needs to free a blob), the object otherwise. A missing
+        key is fine."""
+        target = {"Bucket": uri.bucket, "Key": uri.key}
+        if uri.version_id:
+            self._call("delete_object", uri, **target, VersionId=uri.version_id)
+            return
+        versions = [s.version_id for s in self.scan(uri.with_version(None), all_versions=True)
+                    if s.key == uri.key]
+        for version in versions or [None]:
+            extra = {"VersionId": version} if version else {}
+            try:
+                self._call("delete_object", uri, **target, **extra)
+            except ObjectNotFound:
+                continue
 
     def versioning(self, bucket: str) -> Versioning:
         if bucket not in self._versioning:
