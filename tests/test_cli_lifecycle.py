@@ -35,6 +35,8 @@ def test_ttl_delete_restore_gc(tmp_path: Path) -> None:
     code, out, _ = run("ttl", "p", "7d", "--project", "--json")
     assert code == 0 and json.loads(out) == {"project": "p", "default_ttl_seconds": 7 * 86400,
                                              "versions_governed": 1}
+    code, out, _ = run("show", "p/ds:v0", "--offline")
+    assert code == 0 and "ttl:         30 days, 0:00:00, expires" in out
     code, out, _ = run("ttl", "p/ds:v0", "none")
     assert code == 0 and "none (kept forever)" in out
     code, _, err = run("ttl", "p/ds:v0", "soon")

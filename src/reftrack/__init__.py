@@ -20,6 +20,7 @@ from importlib import metadata as _metadata
 
 from .api import Api
 from .artifact import Artifact, DownloadPath
+from .bucketrules import BucketWarning
 from .errors import (
     AccessDenied,
     BackendError,
@@ -35,8 +36,10 @@ from .errors import (
     ReftrackError,
     UsageError,
 )
+from .lifecycle import GCReport
 from .lineage import LineageGraph, PinnedReference, SourceVersion
 from .manifest import Manifest, ManifestEntry
+from .protection import ProtectionFailed, ProtectReport
 from .run import Run, Summary, current_run, finish, init, log, log_artifact, use_artifact
 from .settings import Settings
 from .transfer import DownloadReport
@@ -65,10 +68,12 @@ __all__ = [
     "BackendError",
     "BucketAccessDenied",
     "BucketNotFound",
+    "BucketWarning",
     "DownloadFailed",
     "DownloadPath",
     "DownloadReport",
     "EntryResult",
+    "GCReport",
     "IntegrityError",
     "InvalidURIError",
     "LineageGraph",
@@ -79,6 +84,8 @@ __all__ = [
     "NotFound",
     "ObjectNotFound",
     "PinnedReference",
+    "ProtectReport",
+    "ProtectionFailed",
     "ReftrackError",
     "Run",
     "Settings",

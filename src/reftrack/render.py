@@ -175,6 +175,9 @@ def record_lines(record: VersionRecord) -> list[str]:
         f"created:     {record.created_at:%Y-%m-%d %H:%M:%S %Z}",
         f"logged by:   run {escape(record.run_id) if record.run_id else '-'}",
     ]
+    if record.ttl is not None or record.expires_at is not None:
+        when = f", expires {record.expires_at:%Y-%m-%d %H:%M} UTC" if record.expires_at else ""
+        lines.append(f"ttl:         {record.ttl or 'none'}{when}")
     if record.description:
         lines.append(f"description: {escape(record.description)}")
     if record.metadata:
