@@ -1,5 +1,8 @@
-"""Lifecycle: ttl with a controllable clock, project default ttl, delete/restore, and gc that
-keeps shared blobs and never races a concurrent log."""
+"""Lifecycle on moto's S3 server: ttl with a controllable clock, project default ttl,
+delete/restore, and gc that keeps shared blobs and never races a concurrent log.
+
+Versions reference objects in a moto bucket (``log_files``); managed files go to a local blob
+store unless a test says otherwise (the s3:// and gs:// stores have their own tests below)."""
 
 from __future__ import annotations
 
@@ -33,6 +36,25 @@ def clock() -> Clock:
     return Clock()
 
 
+class Bucket:
+    """Where ``log_files`` puts the objects its versions reference."""
+
+    client: Any = None
+    name = ""
+
+
+REFS = Bucket()
+
+
+@pytest.fixture(autouse=True)
+def references_bucket(request: pytest.FixtureRequest) -> None:
+    if "gcs" in request.fixturenames:
+        REFS.client = None  # this test runs against the GCS emulator only
+        return
+    REFS.client = request.getfixturevalue("s3")
+    REFS.name = request.getfixturevalue("bucket")
+
+
 @pytest.fixture
 def settings(clock: Clock, tmp_path: Path) -> reftrack.Settings:
     return reftrack.Settings.from_env(clock=clock, blob_store=str(tmp_path / "blobs"))
@@ -40,15 +62,20 @@ def settings(clock: Clock, tmp_path: Path) -> reftrack.Settings:
 
 def log_files(settings: reftrack.Settings, root: Path, files: dict[str, bytes], *,
               name: str = "ds", ttl: Any = "unset", aliases: list[str] | None = None,
-              managed: bool = False) -> reftrack.Artifact:
+              managed: bool = False, upload: bool = True) -> reftrack.Artifact:
     root.mkdir(parents=True, exist_ok=True)
     for rel, data in files.items():
         (root / rel).write_bytes(data)
     with reftrack.init(project="lc", job_type="ingest", settings=settings) as run:
         art = reftrack.Artifact(name, type="dataset", settings=settings)
-        for rel in files:
+        for rel, data in files.items():
             if managed:
                 art.add_file(root / rel)
+            elif REFS.client is not None:
+                key = f"refs/{root.name}/{rel}"
+                if upload:
+                    REFS.client.put_object(Bucket=REFS.name, Key=key, Body=data)
+                art.add_reference(f"s3://{REFS.name}/{key}")
             else:
                 art.add_reference(str(root / rel))
         if ttl != "unset":
@@ -140,7 +167,7 @@ def test_logging_identical_content_revives_a_deleted_version(settings: reftrack.
                                                              tmp_path: Path) -> None:
     art = log_files(settings, tmp_path / "a", {"x": b"1"})
     art.delete()
-    again = log_files(settings, tmp_path / "a", {"x": b"1"})
+    again = log_files(settings, tmp_path / "a", {"x": b"1"}, upload=False)  # same version
     assert again.version == "v0" and again.new_version is False
     assert versions(settings) == ["v0"]
 
@@ -195,8 +222,8 @@ def test_gc_never_deletes_a_blob_a_pending_log_uses(settings: reftrack.Settings,
     assert len(reftrack.Api(settings=settings).gc().blobs) == 1  # now it can go
 
 
-def test_concurrent_gc_and_logs_lose_nothing(tmp_path: Path) -> None:
-    settings = reftrack.Settings.from_env(blob_store=str(tmp_path / "blobs"),
+def test_concurrent_gc_and_logs_lose_nothing(tmp_path: Path, bucket: str) -> None:
+    settings = reftrack.Settings.from_env(blob_store=f"s3://{bucket}/blobs/",
                                           grace=timedelta(hours=1))
     src = tmp_path / "src"
     src.mkdir()
@@ -206,7 +233,7 @@ def test_concurrent_gc_and_logs_lose_nothing(tmp_path: Path) -> None:
 
     def collector() -> None:
         api = reftrack.Api(settings=settings)
-        while not stop.is_set():
+        while not stop.wait(0.05):  # a maintenance loop: gc, pause, gc ...
             try:
                 api.gc(grace=timedelta(0))
             except BaseException as exc:  # surfaced below
@@ -257,7 +284,8 @@ def test_referenced_bucket_objects_are_never_deleted(settings: reftrack.Settings
     clock.advance(days=8)
     report = reftrack.Api(settings=settings).gc()
     assert [v.version for v in report.versions] == ["lc/ds:v0"] and report.blobs == []
-    assert (tmp_path / "data" / "x").read_bytes() == b"1"  # reftrack does not own it
+    kept = REFS.client.get_object(Bucket=REFS.name, Key="refs/data/x")["Body"].read()
+    assert kept == b"1"  # the referenced object is untouched: reftrack does not own it
 
 
 @pytest.mark.parametrize(("text", "expected"), [
