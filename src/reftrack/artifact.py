@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from .backends import Backend, ObjectStat
+from .backends import ObjectStat
 from .blobs import BlobStore, absolute_local_path
 from .context import Context
-from .errors import IntegrityError, NotFound, ObjectNotFound, UsageError
-from .integrity import hash_reader
+from .errors import NotFound, ObjectNotFound, UsageError
 from .manifest import Manifest, ManifestEntry, ManifestSource
 from .progress import NullProgress, Progress
+from .references import hash_entries, reference_object, reference_prefix
 from .registry import VersionRecord, check_json, check_name
 from .registry.store import UNSET, Unset
 from .settings import Settings
 from .transfer import DownloadReport, download_manifest
-from .uri import RefURI, check_entry_path, parse_uri
+from .uri import check_entry_path, parse_uri
 from .verify import VerifyReport, verify_manifest
 
 if TYPE_CHECKING:
@@ -29,7 +27,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Artifact", "DownloadPath"]
 
-_PROGRESS_EVERY = 500
 
 
 class DownloadPath(str):
@@ -313,14 +310,14 @@ class Artifact:
                 if exc.delete_marker:
                     hint = f" ({ref} itself is deleted: its current version is a delete marker)"
         if stat is not None:
-            entries, source = self._reference_object(backend, stat, name, checksum)
+            entries, source = reference_object(backend, stat, name, checksum)
         else:
             prefix = ref if ref.is_dir_like else ref.child(ref.key + "/")
-            entries, source = self._reference_prefix(
+            entries, source = reference_prefix(
                 backend, prefix, name, checksum, limit, progress, original=ref, hint=hint
             )
         if checksum and backend.hashes_content:
-            entries = self._hash_entries(backend, entries, progress)
+            entries = hash_entries(backend, entries, progress, self._ctx.settings.concurrency)
         self.manifest.add_all(entries)
         self.manifest.sources.append(source)
         return entries
@@ -398,104 +395,6 @@ class Artifact:
             listed=len(files), versioning=store.versioning(),
         ))
         return entries
-
-    def _hash_entries(
-        self, backend: Backend, entries: list[ManifestEntry], progress: Progress
-    ) -> list[ManifestEntry]:
-        """Stream each object once and record its sha256 (local files, HTTP), concurrently."""
-
-        def one(entry: ManifestEntry) -> ManifestEntry:
-            ref = parse_uri(entry.ref)
-            with backend.open(ref) as reader:
-                checksums, received = hash_reader(reader, ["sha256"], progress)
-                opened = reader.stat
-            if opened.size is not None and received != opened.size:
-                raise IntegrityError(
-                    f"{ref}: read {received} bytes but it has {opened.size}: it changed while "
-                    "being hashed; reference it again once it is stable",
-                    expected=opened.size, actual=received, uri=str(ref),
-                )
-            stat = replace(opened, size=received, etag=opened.etag or entry.etag,
-                           last_modified=opened.last_modified or entry.last_modified,
-                           checksums=checksums)
-            return _entry(entry.path, stat, True)
-
-        total = sum(e.size or 0 for e in entries)
-        progress.start(f"hashing {len(entries)} file(s)", total=total or None, unit="bytes")
-        try:
-            workers = max(1, min(self._ctx.settings.concurrency, len(entries)))
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                return list(pool.map(one, entries))
-        finally:
-            progress.finish()
-
-    def _reference_object(
-        self, backend: Backend, stat: ObjectStat, name: str | None, checksum: bool
-    ) -> tuple[list[ManifestEntry], ManifestSource]:
-        ref = stat.uri
-        key = ref.key.partition("?")[0] if ref.scheme in ("http", "https") else ref.key
-        path = name if name is not None else check_entry_path(
-            key.rpartition("/")[2], what=f"the file name of {ref}"
-        )
-        source = ManifestSource(
-            uri=str(ref), kind="object", name=name, entries=1, listed=1,
-            versioning=backend.versioning(ref.bucket), checksum=checksum,
-        )
-        return [_entry(path, stat, checksum)], source
-
-    def _reference_prefix(
-        self,
-        backend: Backend,
-        prefix: RefURI,
-        name: str | None,
-        checksum: bool,
-        limit: int,
-        progress: Progress,
-        *,
-        original: RefURI,
-        hint: str,
-    ) -> tuple[list[ManifestEntry], ManifestSource]:
-        versioning = backend.versioning(prefix.bucket)
-        entries: list[ManifestEntry] = []
-        listed = 0
-        markers = 0
-        progress.start(f"listing {prefix}", total=None, unit="objects")
-        try:
-            for stat in backend.scan(prefix, all_versions=True):
-                listed += 1
-                if listed % _PROGRESS_EVERY == 0:
-                    progress.advance(_PROGRESS_EVERY)
-                if not stat.is_latest or stat.is_delete_marker:
-                    continue
-                rel = stat.key[len(prefix.key):]
-                if rel == "" or rel.endswith("/"):
-                    markers += 1  # a zero-byte "directory marker", not a file
-                    continue
-                if len(entries) >= limit:
-                    raise UsageError(
-                        f"{prefix} holds more than max_objects={limit} objects (listing stopped "
-                        f"at {len(entries) + 1}); raise the limit with max_objects=... "
-                        "(--max-objects) or reference a narrower prefix"
-                    )
-                path = check_entry_path(
-                    f"{name}/{rel}" if name else rel, what=f"key {stat.key!r} gives entry path"
-                )
-                entries.append(_entry(path, stat, checksum))
-        finally:
-            progress.finish()
-        if not entries:
-            where = f"{original} is not an object, and there are no objects under {prefix}"
-            if original == prefix:
-                where = f"there are no objects under {prefix}"
-            raise ObjectNotFound(
-                f"{where}{hint}; check the bucket and key (an empty prefix cannot be referenced)",
-                str(prefix),
-            )
-        source = ManifestSource(
-            uri=str(prefix), kind="prefix", name=name, entries=len(entries), listed=listed,
-            versioning=versioning, checksum=checksum, skipped_markers=markers,
-        )
-        return entries, source
 
     # -- using a logged version -------------------------------------------------------------
 
@@ -624,19 +523,3 @@ class Artifact:
         if report.failed:
             raise ProtectionFailed(report)
         return report
-
-
-def _entry(path: str, stat: ObjectStat, checksum: bool) -> ManifestEntry:
-    if not checksum:
-        return ManifestEntry(path=path, ref=stat.uri.base)
-    checksums = dict(stat.checksums) or None
-    return ManifestEntry(
-        path=path,
-        ref=stat.uri.base,
-        version_id=stat.version_id,
-        etag=stat.etag,
-        size=stat.size,
-        digest=stat.etag or (checksums or {}).get("sha256"),
-        last_modified=stat.last_modified,
-        checksums=checksums,
-    )
