@@ -63,9 +63,90 @@ class RequestLog:
 
 
 @dataclass
+class FaultRule:
+    method: str | None
+    query: str | None  # one name or name=value item of the query string
+    path: str | None  # a substring of the path
+    status: int
+    code: str
+    times: int | None  # None: every matching request
+    drop: bool  # answer 200, then cut the body short (a connection dropped mid-response)
+
+
+class Faults:
+    """Fault injection in front of moto's server (real HTTP errors and dropped connections
+    that reach s3fs/botocore exactly as S3's would): ``faults.add(method="HEAD", path="/k",
+    status=503, code="SlowDown", times=2)``. Cleared between tests."""
+
+    def __init__(self) -> None:
+        self._rules: list[FaultRule] = []
+        self._lock = threading.Lock()
+        self.injected = 0
+
+    def add(self, *, method: str | None = None, query: str | None = None,
+            path: str | None = None, status: int = 503, code: str = "SlowDown",
+            times: int | None = None, drop: bool = False) -> None:
+        with self._lock:
+            self._rules.append(FaultRule(method, query, path, status, code, times, drop))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._rules.clear()
+            self.injected = 0
+
+    def _match(self, environ: dict[str, Any]) -> FaultRule | None:
+        method = environ["REQUEST_METHOD"]
+        path = environ.get("PATH_INFO", "")
+        items = environ.get("QUERY_STRING", "").split("&")
+        names = {item.partition("=")[0] for item in items}
+        with self._lock:
+            for rule in self._rules:
+                if rule.times is not None and rule.times <= 0:
+                    continue
+                if rule.method is not None and rule.method != method:
+                    continue
+                if rule.query is not None and rule.query not in items and rule.query not in names:
+                    continue
+                if rule.path is not None and rule.path not in path:
+                    continue
+                if rule.times is not None:
+                    rule.times -= 1
+                self.injected += 1
+                return rule
+        return None
+
+    def wrap(self, app: Callable[..., Any]) -> Callable[..., Any]:
+        def faulty(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+            path = environ.get("PATH_INFO", "")
+            rule = None if path.startswith("/moto-api") else self._match(environ)
+            if rule is None:
+                return app(environ, start_response)
+            if rule.drop:
+                start_response("200 OK", [("Content-Length", "1000"),
+                                          ("Content-Type", "application/xml")])
+
+                def cut() -> Any:
+                    yield b"<?xml"
+                    raise ConnectionResetError("fault injected: connection dropped")
+
+                return cut()
+            body = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{rule.code}</Code>'
+                    f"<Message>fault injected by the test</Message></Error>").encode()
+            reason = {500: "Internal Server Error", 503: "Service Unavailable",
+                      403: "Forbidden", 404: "Not Found"}.get(rule.status, "Error")
+            start_response(f"{rule.status} {reason}",
+                           [("Content-Type", "application/xml"),
+                            ("Content-Length", str(len(body)))])
+            return [b"" if environ["REQUEST_METHOD"] == "HEAD" else body]
+
+        return faulty
+
+
+@dataclass
 class MotoEndpoint:
     url: str
     requests: RequestLog
+    faults: Faults
 
     def post(self, path: str, data: bytes = b"") -> bytes:
         with urllib.request.urlopen(
@@ -84,11 +165,13 @@ def moto_server() -> Iterator[MotoEndpoint]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     log = RequestLog()
+    faults = Faults()
     inner = server._server
     assert inner is not None
-    inner.app = log.wrap(inner.app)  # werkzeug reads server.app on every request
+    # werkzeug reads server.app on every request; the log sees every attempt, faulted or not
+    inner.app = log.wrap(faults.wrap(inner.app))
     host, port = server.get_host_and_port()
-    yield MotoEndpoint(f"http://{host}:{port}", log)
+    yield MotoEndpoint(f"http://{host}:{port}", log, faults)
     server.stop()
 
 
@@ -113,6 +196,7 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
 def s3(moto_server: MotoEndpoint, monkeypatch: pytest.MonkeyPatch) -> Any:
     """A boto3 client on a freshly reset moto server; reftrack sees the same endpoint."""
     moto_server.reset()
+    moto_server.faults.clear()
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_server.url)
     client = boto3.client("s3", endpoint_url=moto_server.url, region_name="us-east-1")
     moto_server.requests.clear()
@@ -122,6 +206,13 @@ def s3(moto_server: MotoEndpoint, monkeypatch: pytest.MonkeyPatch) -> Any:
 @pytest.fixture
 def requests_log(moto_server: MotoEndpoint) -> RequestLog:
     return moto_server.requests
+
+
+@pytest.fixture
+def faults(moto_server: MotoEndpoint) -> Iterator[Faults]:
+    moto_server.faults.clear()
+    yield moto_server.faults
+    moto_server.faults.clear()
 
 
 @pytest.fixture

@@ -19,11 +19,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, computed_field
 
-from .backends import Backends
+from .backends import Backends, ObjectReader
 from .checksums import ALGORITHMS, Hasher, compare
 from .errors import (
-    BucketAccessDenied,
-    BucketNotFound,
     DownloadFailed,
     IntegrityError,
     ObjectNotFound,
@@ -176,6 +174,23 @@ def _already_there(target: Path, entry: ManifestEntry) -> bool:
     return multipart_etag_matches(target, entry.etag, entry.size)
 
 
+class _BodyInterrupted(Exception):
+    """Reading a response body failed part-way (the request itself had succeeded)."""
+
+    def __init__(self, error: ReftrackError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _read(reader: ObjectReader) -> bytes:
+    try:
+        return reader.read(CHUNK)
+    except (IntegrityError, UsageError):
+        raise
+    except ReftrackError as exc:
+        raise _BodyInterrupted(exc) from exc
+
+
 class _Downloader:
     def __init__(self, backends: Backends, progress: Progress) -> None:
         self.backends = backends
@@ -193,12 +208,11 @@ class _Downloader:
             for attempt in range(1, ATTEMPTS + 1):
                 try:
                     return self._fetch_once(entry, target, ref)
-                except (ObjectNotFound, BucketNotFound, BucketAccessDenied, IntegrityError,
-                        UsageError):
-                    raise  # retrying cannot help
-                except ReftrackError:  # network or throttling: try again
+                except _BodyInterrupted as exc:
+                    # The backend retries each request itself (throttling, 5xx, resets); a
+                    # body cut off mid-stream cannot be resumed there: fetch it again here.
                     if attempt == ATTEMPTS:
-                        raise
+                        raise exc.error from exc
             raise AssertionError("unreachable")  # pragma: no cover
         except ObjectNotFound as exc:
             message = (
@@ -251,7 +265,7 @@ class _Downloader:
             try:
                 hasher = Hasher(expected)
                 with tmp.open("wb") as out:
-                    while chunk := reader.read(CHUNK):
+                    while chunk := _read(reader):
                         out.write(chunk)
                         hasher.update(chunk)
                         self.progress.advance(len(chunk))

@@ -52,6 +52,7 @@ from .writer import CheckedSource
 __all__ = ["S3Backend"]
 
 PAGE_SIZE = 1000  # S3's maximum page size for ListObjectVersions
+DEFAULT_ATTEMPTS = 5  # per request: throttling, 5xx and connection errors are retried
 MULTIPART_THRESHOLD = 8 * 1024 * 1024  # larger uploads go in parts (boto3's default too)
 PART_SIZE = 8 * 1024 * 1024
 MAX_PARTS = 10_000
@@ -283,6 +284,10 @@ class S3Backend:
         options = dict(storage_options or {})
         config = dict(options.pop("config_kwargs", None) or {})
         config.setdefault("max_pool_connections", max(10, concurrency))
+        # One retry layer: botocore's "standard" mode (throttling, 5xx, connection errors;
+        # exponential backoff with jitter, 5 attempts). s3fs's own retry loop is switched
+        # off below, or the two would multiply (25 attempts on a persistent failure).
+        config.setdefault("retries", {"mode": "standard", "total_max_attempts": DEFAULT_ATTEMPTS})
         options.pop("version_aware", None)
         options.pop("use_listings_cache", None)
         self._fs = s3fs.S3FileSystem(
@@ -292,6 +297,7 @@ class S3Backend:
             config_kwargs=config,
             **options,
         )
+        self._fs.retries = 1
         self._versioning: dict[str, Versioning] = {}
         self._lock = threading.Lock()
         self._requests = 0
