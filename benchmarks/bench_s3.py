@@ -14,6 +14,11 @@ request counted *server-side* (a WSGI middleware in front of moto):
   download-again the same into the same directory                  bound: 0 (all skipped)
   naive-head     what a user would otherwise write: boto3 ``head_object`` per key (N requests)
 
+and reports, for log (track), verify and verify-drift, the ratio to naive-head measured in the
+same run: naive requests / reftrack requests, and naive seconds / reftrack seconds (above 1:
+reftrack made fewer requests, took less time). A naive *track* would also have to list the
+keys first; the ratio leaves that out, in the naive side's favour.
+
 Everything runs against moto's server (a ThreadedMotoServer on 127.0.0.1, a free port) that
 this script starts, by default in a child process of its own (``--in-process``: in a thread
 of this one, about twice as slow on two cores): no network, no AWS account, no AWS
@@ -21,7 +26,7 @@ configuration read (AWS_* variables are hidden while it runs and restored afterw
 throw-away registry. Exit status: 0 when every request bound and every
 result check holds, 1 otherwise (2 for bad arguments).
 
-    python benchmarks/bench_s3.py                      # sizes 1000, 5000, 10000
+    python benchmarks/bench_s3.py                      # sizes 1000, 2000, 5000, 10000
     python benchmarks/bench_s3.py --sizes 50 --json
 """
 
@@ -55,6 +60,7 @@ import reftrack
 from reftrack.settings import Settings
 
 PAGE_SIZE = 1000  # S3's ListObjectVersions page
+COMPARED = ("log", "verify", "verify-drift")  # the steps compared with one HEAD per object
 BUCKET_RULES = 2  # verify reads the bucket's lifecycle rules and versioning state once each
 BUCKET_PREFIX = "reftrack-bench"
 PREFIX = "data/"
@@ -106,6 +112,8 @@ def classify(method: str, path: str, query: str) -> str:
             return "ListObjectsV2"
         if "location" in params:
             return "GetBucketLocation"
+        if "lifecycle" in params:
+            return "GetBucketLifecycleConfiguration"
         return "ListObjects" if not params else "GET bucket?" + ",".join(sorted(params))
     if method == "PUT":
         if "versioning" in params:
@@ -320,6 +328,11 @@ def _key(i: int) -> str:
     return f"{PREFIX}shard-{i % 16:02d}/obj-{i:06d}.txt"
 
 
+def _ratio(naive: float, ours: float, digits: int) -> float | None:
+    """naive / ours, rounded; None when ours is 0 (nothing to divide by)."""
+    return round(naive / ours, digits) if ours else None
+
+
 def _fmt_ops(counts: Counter[str]) -> str:
     return " ".join(f"{op}={n}" for op, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
@@ -340,6 +353,7 @@ class Bench:
         self.workdir = workdir
         self.say = log
         self.rows: list[dict[str, Any]] = []
+        self.ratios: list[dict[str, Any]] = []
         self.problems: list[str] = []
         self.s3 = boto3.session.Session(
             aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, region_name=REGION
@@ -532,6 +546,32 @@ class Bench:
         self._record(n, versions_now, "naive-head", counts, seconds, None, None,
                      {"heads": n, "not_found": len(missing),
                       "workers": args.concurrency})
+        self._compare_with_naive(n)
+
+    def _compare_with_naive(self, n: int) -> None:
+        """Ratios of the naive-head row to log (track), verify and verify-drift of size n,
+        all measured in this run: on each of those rows (``vs_naive``) and in ``ratios``."""
+        rows = {row["operation"]: row for row in self.rows if row["n"] == n}
+        naive = rows.get("naive-head")
+        if naive is None:
+            return
+        for operation in COMPARED:
+            row = rows.get(operation)
+            if row is None:
+                continue
+            ratio = {
+                "n": n,
+                "operation": "track" if operation == "log" else operation,
+                "requests": row["requests"],
+                "naive_requests": naive["requests"],
+                "request_ratio": _ratio(naive["requests"], row["requests"], 1),
+                "seconds": row["seconds"],
+                "naive_seconds": naive["seconds"],
+                "time_ratio": _ratio(naive["seconds"], row["seconds"], 2),
+            }
+            row["vs_naive"] = {"requests": ratio["request_ratio"],
+                               "seconds": ratio["time_ratio"]}
+            self.ratios.append(ratio)
 
 
 # -- output ---------------------------------------------------------------------------------
@@ -583,14 +623,36 @@ def render_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(result)
 
 
+def render_ratios(ratios: list[dict[str, Any]]) -> str:
+    """reftrack vs one HEAD per object, per size and step (both measured in this run)."""
+    headers = ["N", "step", "requests", "naive", "request ratio", "seconds", "naive s",
+               "time ratio"]
+
+    def times(value: float | None) -> str:
+        return "-" if value is None else f"{value:,}x"
+
+    lines = [[f"{r['n']:,}", r["operation"], f"{r['requests']:,}", f"{r['naive_requests']:,}",
+              times(r["request_ratio"]), f"{r['seconds']:.2f}", f"{r['naive_seconds']:.2f}",
+              times(r["time_ratio"])] for r in ratios]
+    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h)
+              for i, h in enumerate(headers)]
+
+    def fmt(cells: list[str]) -> str:
+        return "  ".join(c.ljust(widths[i]) if i == 1 else c.rjust(widths[i])
+                         for i, c in enumerate(cells)).rstrip()
+
+    return "\n".join([fmt(headers), fmt(["-" * w for w in widths]), *map(fmt, lines)])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bench_s3.py",
         description="Count reftrack's S3 requests (log, verify, download) against a local "
                     "moto S3 server, and compare with one HEAD per object.",
     )
-    parser.add_argument("--sizes", type=_parse_sizes, default=[1000, 5000, 10000],
-                        help="comma-separated object counts (default 1000,5000,10000)")
+    parser.add_argument("--sizes", type=_parse_sizes, default=[1000, 2000, 5000, 10000],
+                        help="comma-separated object counts (default 1000,2000,5000,10000; "
+                             "about 5 minutes, most of it moto listing versions)")
     parser.add_argument("--overwrite-fraction", type=_fraction, default=0.1,
                         help="fraction of objects overwritten once before logging, so there "
                              "are more versions than objects (default 0.1)")
@@ -653,6 +715,7 @@ def main(argv: list[str] | None = None) -> int:
             "drift_fraction": args.drift_fraction,
             "concurrency": args.concurrency,
             "rows": bench.rows,
+            "ratios": bench.ratios,
             "problems": bench.problems,
             "ok": not bench.problems,
             "total_seconds": round(total, 3),
@@ -661,6 +724,9 @@ def main(argv: list[str] | None = None) -> int:
         }, indent=2))
     else:
         print(render_table(bench.rows))
+        print()
+        print("reftrack vs one HEAD per object (naive-head, same run); ratio = naive / reftrack:")
+        print(render_ratios(bench.ratios))
         print()
         print("V: object versions (+ delete markers) under data/ when the step ran; bound: "
               "'<=' an upper limit, '=' exact.")

@@ -168,7 +168,7 @@ def test_statuses_for_gcs_facts_the_emulator_cannot_produce() -> None:
     from reftrack.integrity import content_match
     from reftrack.manifest import ManifestEntry
     from reftrack.uri import parse_uri
-    from reftrack.verify import _Item, _judge
+    from reftrack.verify_plan import _Item, _judge
 
     sums = {"md5": "aa" * 16, "crc32c": "0badf00d"}
     entry = ManifestEntry(path="k", ref="gs://bkt/k", version_id="5", etag="e5", size=3,

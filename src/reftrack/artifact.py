@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import secrets
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
 
 from .backends import ObjectStat
 from .blobs import BlobStore, absolute_local_path
@@ -15,10 +18,11 @@ from .progress import NullProgress, Progress
 from .references import hash_entries, reference_object, reference_prefix
 from .registry import VersionRecord, check_json, check_name
 from .registry.store import UNSET, Unset
+from .registry.verifications import StoredResult
 from .settings import Settings
 from .transfer import DownloadReport, download_manifest
 from .uri import check_entry_path, parse_uri
-from .verify import VerifyReport, verify_manifest
+from .verify import EntryResult, VerifyReport, check_sample, verify_manifest
 
 if TYPE_CHECKING:
     from .lineage import Direction, LineageGraph, SourceVersion
@@ -263,6 +267,7 @@ class Artifact:
         checksum: bool = True,
         max_objects: int | None = None,
         *,
+        server_checksums: bool = False,
         progress: Progress | None = None,
     ) -> list[ManifestEntry]:
         """Reference an object or every object under a prefix, without copying anything.
@@ -276,6 +281,11 @@ class Artifact:
           sha256 of every file (a directory is walked; symlinks must stay inside it);
         - ``https://host/path``: ETag, Last-Modified, size (HEAD) and sha256 (one GET);
         - ``checksum=False`` records the URIs only (no version id, ETag, size or hash);
+        - the store's own checksums are recorded when it reports them: GCS md5/crc32c, and the
+          S3 checksums (sha256, crc32, crc64nvme...) of a single object (its HEAD asks for them);
+          ``server_checksums=True`` fetches them for an S3 prefix too, at one HEAD per object
+          (listings name the algorithm, not the value); ``verify(deep=True)`` then compares
+          them with the server's without reading the bytes;
         - more than ``max_objects`` objects is an error, never a silent truncation.
 
         Returns the entries added.
@@ -283,6 +293,11 @@ class Artifact:
         self._require_unlogged("add references to")
         if not isinstance(checksum, bool):
             raise UsageError(f"checksum must be True or False, not {checksum!r}")
+        if not isinstance(server_checksums, bool):
+            raise UsageError(f"server_checksums must be True or False, not {server_checksums!r}")
+        if server_checksums and not checksum:
+            raise UsageError("server_checksums=True needs checksum=True: with checksum=False "
+                             "only the URIs are recorded")
         limit = self._ctx.settings.max_objects if max_objects is None else max_objects
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             raise UsageError(f"max_objects must be a whole number of at least 1, not {limit!r}")
@@ -314,7 +329,8 @@ class Artifact:
         else:
             prefix = ref if ref.is_dir_like else ref.child(ref.key + "/")
             entries, source = reference_prefix(
-                backend, prefix, name, checksum, limit, progress, original=ref, hint=hint
+                backend, prefix, name, checksum, limit, progress, original=ref, hint=hint,
+                server_checksums=server_checksums,
             )
         if checksum and backend.hashes_content:
             entries = hash_entries(backend, entries, progress, self._ctx.settings.concurrency)
@@ -430,6 +446,10 @@ class Artifact:
         deep: bool = False,
         concurrency: int | None = None,
         progress: Progress | None = None,
+        since: timedelta | None = None,
+        sample: float | None = None,
+        seed: int | None = None,
+        resume: bool = True,
     ) -> VerifyReport:
         """Re-check every reference against its store; see :class:`VerifyReport`.
 
@@ -437,18 +457,92 @@ class Artifact:
         recorded checksums (one GET per entry). Without it, local files are re-hashed only
         when their size or mtime changed, HTTP resources only when their ETag/Last-Modified
         changed, and bucket objects are judged by their metadata.
+
+        A logged version keeps each entry's latest result in the registry, with the time it
+        was checked, stored in batches as the verification goes. ``since`` (a timedelta):
+        entries checked less than ``since`` ago are not checked again, their stored result is
+        reused (``entry.reused``; a failing one still fails; ``unreachable`` results are
+        always re-checked, and with ``deep`` only deep results count). ``resume`` (default):
+        when the last verification of this version was interrupted (Ctrl-C, a crash) less
+        than 24 hours ago, what it checked is reused (``report.resumed_from``); False checks
+        everything again. ``sample`` (0 < f <= 1): check ``ceil(f * N)`` entries chosen at
+        random with ``seed`` (random and reported when None; resuming an interrupted sample
+        of the same size reuses its seed); the report is a sample (``report.sampled``),
+        never a full verification.
         """
         if not isinstance(deep, bool):
             raise UsageError(f"deep must be True or False, not {deep!r}")
-        return verify_manifest(
-            self.manifest,
+        if not isinstance(resume, bool):
+            raise UsageError(f"resume must be True or False, not {resume!r}")
+        if since is not None and (not isinstance(since, timedelta) or since <= timedelta(0)):
+            raise UsageError(f"since must be a positive datetime.timedelta or None, "
+                             f"not {since!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise UsageError(f"seed must be a whole number, not {seed!r}")
+        sample = check_sample(sample)
+        if self._record is None:
+            if since is not None:
+                raise UsageError(f"artifact {self._name!r} is not logged yet: results are "
+                                 "kept per logged version, so `since` needs a logged one")
+            return verify_manifest(
+                self.manifest, self._ctx.backends, artifact=self._label(),
+                concurrency=concurrency or self._ctx.settings.concurrency, progress=progress,
+                deep=deep, sample=sample, seed=seed,
+            )
+        registry, version_id, manifest = self._ctx.registry, self._record.id, self.manifest
+        resumed = registry.interrupted_verification(version_id) if resume else None
+        if resumed is not None and deep and not resumed.deep:
+            resumed = None  # its results are not deep: nothing to reuse
+        if resumed is not None and sample is not None and seed is None \
+                and resumed.sample == sample:
+            seed = resumed.seed  # the same sample, so that it resumes where it stopped
+        if sample is not None and seed is None:
+            seed = secrets.randbelow(2**31)
+        cutoffs = [registry.now() - since] if since is not None else []
+        cutoffs += [resumed.started_at] if resumed is not None else []
+        cutoff = min(cutoffs) if cutoffs else None
+        previous: dict[str, EntryResult] = {}
+        if cutoff is not None:
+            for path, stored in registry.results(version_id, since=cutoff, deep=deep,
+                                                 reusable=True).items():
+                try:
+                    previous[path] = EntryResult.model_validate({
+                        **stored.data, "path": path, "status": stored.status,
+                        "detail": stored.detail, "checked_at": stored.checked_at})
+                except ValidationError:
+                    continue  # written by another reftrack: check the entry again
+
+        def store(batch: list[EntryResult]) -> None:
+            registry.record_results(version_id, [
+                StoredResult(path=r.path, status=r.status.value, detail=r.detail,
+                             checked_at=r.checked_at or registry.now(), deep=deep,
+                             data=r.model_dump(mode="json", exclude={
+                                 "path", "status", "detail", "checked_at", "reused"}))
+                for r in batch
+            ])
+
+        run = registry.start_verification(
+            version_id, deep=deep, sample=sample, seed=seed, entries=len(manifest),
+            started_at=resumed.started_at if resumed is not None else None)
+        report = verify_manifest(
+            manifest,
             self._ctx.backends,
             artifact=self._label(),
             concurrency=concurrency or self._ctx.settings.concurrency,
             progress=progress,
             deep=deep,
             protected=self.protected,
+            previous=previous,
+            sample=sample,
+            seed=seed,
+            on_results=store,
+            clock=registry.now,
         )
+        registry.finish_verification(run)
+        return report.model_copy(update={
+            "reused_since": cutoff,
+            "resumed_from": resumed.started_at if resumed is not None else None,
+        })
 
     # -- lineage ------------------------------------------------------------------------------
 

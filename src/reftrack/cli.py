@@ -18,6 +18,8 @@ from .api import Api
 from .artifact import Artifact
 from .bucketrules import bucket_warnings
 from .errors import DownloadFailed, ReftrackError, UsageError
+from .junit import write_junit
+from .lifecycle import parse_duration
 from .lineage import Direction, sources, walk, write_sources_json
 from .render import (
     RichProgress,
@@ -32,11 +34,13 @@ from .render import (
     record_lines,
     size_text,
     sources_lines,
+    verify_lines,
     verify_tables,
     verify_verdict,
 )
 from .run import init
 from .settings import Settings
+from .verify import parse_sample
 
 app = typer.Typer(
     name="reftrack",
@@ -164,6 +168,10 @@ def log_cmd(
         "--no-checksum", help="Record URIs only (no version id, ETag, size, hash).")] = False,
     max_objects: Annotated[int | None, typer.Option(
         "--max-objects", help="Refuse prefixes with more objects than this.")] = None,
+    server_checksums: Annotated[bool, typer.Option(
+        "--server-checksums", help="Also record the S3 checksums of every object under a "
+        "prefix (sha256, crc32, crc64nvme...): one HEAD per object; `verify --deep` then "
+        "compares them server-side, without reading the bytes.")] = False,
     job_type: Annotated[str, typer.Option("--job-type", help="Job type of the run "
                                           "that logs the version.")] = "reftrack-log",
     registry: RegistryOpt = None,
@@ -176,6 +184,7 @@ def log_cmd(
     art = Artifact(name, type_, description=description, metadata=meta, settings=settings)
     for uri in uris:
         art.add_reference(uri, checksum=not no_checksum, max_objects=max_objects,
+                          server_checksums=server_checksums,
                           progress=progress)
     with init(project=project, job_type=job_type, settings=settings) as run:
         run.log_artifact(art, aliases=list(alias or []))
@@ -314,20 +323,49 @@ def verify_cmd(
     deep: Annotated[bool, typer.Option("--deep", help="Also read every entry's pinned bytes "
                                        "and compare them with the recorded checksums (one "
                                        "GET per entry).")] = False,
+    since: Annotated[str | None, typer.Option(
+        "--since", help="Check only entries not verified in this long (24h, 7d, 1d12h); "
+        "reuse the stored results of the others.", show_default=False)] = None,
+    sample: Annotated[str | None, typer.Option(
+        "--sample", help="Check a random sample of the entries: a percentage (1%) or a "
+        "fraction (0.01). Reported as a sample, never as a full verification.",
+        show_default=False)] = None,
+    seed: Annotated[int | None, typer.Option(
+        "--seed", help="Seed of the --sample, to draw the same sample again (default: "
+        "random, and printed).", show_default=False)] = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume/--no-resume", help="Resume a verification of this version that was "
+        "interrupted less than 24 hours ago (reusing what it checked).")] = True,
+    junit: Annotated[str | None, typer.Option(
+        "--junit", help="Also write a JUnit XML report to this file, for CI systems.",
+        show_default=False)] = None,
     registry: RegistryOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Re-check every reference against its store. Exit 0 intact (drift allowed),
-    1 integrity failure, 3 unreachable."""
+    1 integrity failure, 3 unreachable. Results are kept per entry: --since re-checks only
+    stale entries, an interrupted run is resumed, --sample checks a random sample."""
+    fresh = parse_duration(since) if since is not None else None
+    fraction = parse_sample(sample) if sample is not None else None
+    if seed is not None and fraction is None:
+        raise UsageError("--seed chooses the entries of a --sample; give --sample too")
     art = Api(settings=_settings(ctx, registry)).artifact(artifact)
-    report = art.verify(deep=deep, progress=RichProgress())
+    try:
+        report = art.verify(deep=deep, progress=RichProgress(), since=fresh, sample=fraction,
+                            seed=seed, resume=resume)
+    except KeyboardInterrupt:
+        make_console(stderr=True).print(
+            "[yellow]the results checked so far are stored: run the same command again to "
+            "resume[/]")
+        raise
+    if junit is not None:
+        write_junit([report], junit)
     if as_json:
         _print_json(report.model_dump(mode="json"))
     else:
         console = make_console()
-        how = " (deep: bytes re-hashed)" if deep else ""
-        console.print(f"verified [bold]{escape(art.qualified_name)}[/]{how}: "
-                      f"{len(report.entries)} entries with {report.requests} request(s)")
+        for line in verify_lines(report, art.qualified_name):
+            console.print(line)
         for table in verify_tables(report, all_entries=all_entries):
             console.print(table)
         for line in bucket_warning_lines(report.warnings):

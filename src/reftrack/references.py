@@ -1,11 +1,18 @@
 """How ``add_reference`` turns what a backend reports into manifest entries: one object, a
 prefix from a bulk listing, and the sha256 of stores whose metadata does not identify content
-(local files, HTTP). Split from :mod:`reftrack.artifact` to keep modules small."""
+(local files, HTTP). Split from :mod:`reftrack.artifact` to keep modules small.
+
+Server-side checksums are recorded as the store reports them: GCS md5/crc32c come with every
+listing; S3 checksums come with the HEAD of a single-object reference (no extra request), and
+for a prefix only with ``server_checksums=True`` (S3 listings name the algorithm, not the value:
+one HEAD per object, see :meth:`~reftrack.backends.s3.S3Backend.scan_with_checksums`)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from typing import Protocol, runtime_checkable
 
 from .backends import Backend, ObjectStat
 from .errors import IntegrityError, ObjectNotFound, UsageError
@@ -17,6 +24,13 @@ from .uri import RefURI, check_entry_path, parse_uri
 __all__ = ["entry_for", "hash_entries", "reference_object", "reference_prefix"]
 
 _PROGRESS_EVERY = 500
+
+
+@runtime_checkable
+class _ChecksumScanner(Protocol):
+    """A backend whose listings carry no checksum values but can fetch them (S3)."""
+
+    def scan_with_checksums(self, prefix: RefURI) -> Iterator[ObjectStat]: ...
 
 
 def hash_entries(
@@ -73,14 +87,21 @@ def reference_prefix(
     *,
     original: RefURI,
     hint: str,
+    server_checksums: bool = False,
 ) -> tuple[list[ManifestEntry], ManifestSource]:
+    """Every current object under ``prefix``, from one bulk listing; with
+    ``server_checksums=True`` and a store whose listings carry no checksum values (S3), plus
+    one HEAD per object for them."""
     versioning = backend.versioning(prefix.bucket)
     entries: list[ManifestEntry] = []
     listed = 0
     markers = 0
+    stats = (backend.scan_with_checksums(prefix)
+             if server_checksums and checksum and isinstance(backend, _ChecksumScanner)
+             else backend.scan(prefix, all_versions=True))
     progress.start(f"listing {prefix}", total=None, unit="objects")
     try:
-        for stat in backend.scan(prefix, all_versions=True):
+        for stat in stats:
             listed += 1
             if listed % _PROGRESS_EVERY == 0:
                 progress.advance(_PROGRESS_EVERY)

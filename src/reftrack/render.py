@@ -260,22 +260,71 @@ def verify_tables(report: VerifyReport, *, all_entries: bool = False) -> list[An
                        title_justify="left")
         detail.add_column("path", overflow="fold")
         detail.add_column("status", no_wrap=True)
+        if report.reused:
+            detail.add_column("checked", no_wrap=True)
         detail.add_column("detail", overflow="fold")
         for e in rows:
             style = STATUS_STYLE[e.status]
-            detail.add_row(escape(e.path), f"[{style}]{e.status.value}[/]", escape(e.detail))
+            cells = [escape(e.path), f"[{style}]{e.status.value}[/]"]
+            if report.reused:
+                cells.append(f"[dim]reused: {e.checked_at:%Y-%m-%d %H:%M}[/]"
+                             if e.reused and e.checked_at else "now")
+            detail.add_row(*cells, escape(e.detail))
         out.append(detail)
     return out
+
+
+def _percent(fraction: float) -> str:
+    return f"{fraction * 100:g}%"
+
+
+def verify_lines(report: VerifyReport, name: str) -> list[str]:
+    """What a verification covered: checked now, reused, sampled, resumed."""
+    how = " (deep: bytes re-hashed)" if report.deep else ""
+    total = report.total if report.total is not None else len(report.entries)
+    lines = []
+    if report.resumed_from is not None:
+        lines.append(
+            f"resuming: {report.reused:,} of {total:,} entries already checked since "
+            f"{report.resumed_from:%Y-%m-%d %H:%M:%S} UTC (an interrupted verification; "
+            "--no-resume checks everything again)")
+    if report.sampled is None and not report.reused:
+        lines.append(f"verified [bold]{escape(name)}[/]{how}: {len(report.entries):,} entries "
+                     f"with {report.requests} request(s)")
+        return lines
+    sample = (f" ({_percent(report.sampled)} sample, seed {report.seed})"
+              if report.sampled is not None else "")
+    line = (f"verified [bold]{escape(name)}[/]{how}: checked {report.checked:,} of {total:,} "
+            f"entries{sample} with {report.requests} request(s)")
+    if report.reused:
+        since = (f" since {report.reused_since:%Y-%m-%d %H:%M:%S} UTC"
+                 if report.reused_since and report.reused_since != report.resumed_from
+                 else "")
+        line += f"; {report.reused:,} result(s) reused from earlier checks{since}"
+    lines.append(line)
+    return lines
 
 
 def verify_verdict(report: VerifyReport) -> str:
     n = len(report.entries)
     statuses = {e.status for e in report.entries}
+    sample = ""
+    if report.sampled is not None:
+        total = report.total if report.total is not None else n
+        sample = (f" (a {_percent(report.sampled)} sample of {total:,} entries, seed "
+                  f"{report.seed}: not a full verification)")
     if statuses & FAILING:
-        failed = sum(1 for e in report.entries if e.status in FAILING)
-        return f"[red bold]FAILED[/]: {failed} of {n} entries no longer match what was pinned"
+        failed = [e for e in report.entries if e.status in FAILING]
+        old = sum(1 for e in failed if e.reused)
+        reused = (f"; {old} of them from an earlier check, not checked again now (run without "
+                  "--since to check again)" if old else "")
+        what = "sampled entries" if report.sampled is not None else "entries"
+        return (f"[red bold]FAILED[/]: {len(failed)} of {n} {what} no longer match what was "
+                f"pinned{sample}{reused}")
     if Status.UNREACHABLE in statuses:
-        return "[magenta bold]UNREACHABLE[/]: some entries could not be checked"
+        return f"[magenta bold]UNREACHABLE[/]: some entries could not be checked{sample}"
+    if report.sampled is not None:
+        return f"[green bold]SAMPLE INTACT[/]: all {n} sampled entries match{sample}"
     drift = len(report.drift)
     if drift:
         return (f"[green bold]INTACT[/]: all {n} pinned versions are retrievable "

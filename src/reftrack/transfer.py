@@ -8,9 +8,7 @@ renamed into place. Files already present and correct are skipped without any re
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 import secrets
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +18,15 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, computed_field
 
 from .backends import Backends, ObjectReader
-from .checksums import ALGORITHMS, Hasher, compare
+from .checksums import (
+    ALGORITHMS,
+    Hasher,
+    PartHasher,
+    common_part_sizes,
+    compare,
+    local_algorithms,
+    multipart_parts,
+)
 from .errors import (
     DownloadFailed,
     IntegrityError,
@@ -28,7 +34,7 @@ from .errors import (
     ReftrackError,
     UsageError,
 )
-from .integrity import expected_checksums
+from .integrity import etag_decides, expected_checksums
 from .manifest import Manifest, ManifestEntry
 from .progress import NullProgress, Progress
 from .uri import RefURI, check_entry_path, parse_uri
@@ -37,9 +43,6 @@ __all__ = ["DownloadReport", "FileResult", "download_manifest", "multipart_etag_
 
 CHUNK = 1024 * 1024
 ATTEMPTS = 3
-_MULTIPART_ETAG = re.compile(r"^([0-9a-f]{32})-([0-9]+)$")
-# Part sizes used by common S3 clients (boto3/awscli 8 MiB, s3fs 50 MiB, minimum 5 MiB, ...).
-_PART_SIZES_MIB = (5, 8, 10, 15, 16, 25, 32, 50, 64, 100, 128, 256, 512, 1024)
 
 
 class FileResult(BaseModel):
@@ -108,51 +111,19 @@ def _targets(manifest: Manifest, root: Path) -> dict[str, Path]:
     return targets
 
 
-class _PartHasher:
-    """Computes the multipart ETag of a stream for one part size."""
-
-    def __init__(self, part_size: int) -> None:
-        self.part_size = part_size
-        self.digests: list[bytes] = []
-        self._h = hashlib.md5(usedforsecurity=False)
-        self._n = 0
-
-    def update(self, data: memoryview) -> None:
-        while data:
-            take = min(len(data), self.part_size - self._n)
-            self._h.update(data[:take])
-            self._n += take
-            data = data[take:]
-            if self._n == self.part_size:
-                self.digests.append(self._h.digest())
-                self._h = hashlib.md5(usedforsecurity=False)
-                self._n = 0
-
-    def etag(self) -> str:
-        digests = self.digests + ([self._h.digest()] if self._n else [])
-        combined = hashlib.md5(b"".join(digests), usedforsecurity=False).hexdigest()
-        return f"{combined}-{len(digests)}"
-
-
 def multipart_etag_matches(path: Path, etag: str, size: int) -> bool:
     """True when ``path``'s bytes give the multipart ETag ``etag`` for one of the part sizes
     common S3 clients use (one pass over the file, all candidates at once)."""
-    match = _MULTIPART_ETAG.match(etag)
-    if not match or size <= 0:
+    parts = multipart_parts(etag)
+    if not parts or size <= 0:
         return False
-    parts = int(match.group(2))
-    mib = 1024 * 1024
-    even = -(-size // parts) if parts else 0
-    candidates = {m * mib for m in _PART_SIZES_MIB} | {even, -(-even // mib) * mib}
-    hashers = [
-        _PartHasher(p) for p in sorted(candidates) if p > 0 and -(-size // p) == parts
-    ]
+    hashers = [PartHasher(p) for p in common_part_sizes(size, parts)]
     if not hashers:
         return False
     with path.open("rb") as f:
         while chunk := f.read(CHUNK):
             for hasher in hashers:
-                hasher.update(memoryview(chunk))
+                hasher.update(chunk)
     return any(hasher.etag() == etag for hasher in hashers)
 
 
@@ -163,9 +134,10 @@ def _already_there(target: Path, entry: ManifestEntry) -> bool:
     if target.stat().st_size != entry.size:
         return False
     expected = expected_checksums(entry)
-    if expected:
+    algorithms = local_algorithms(expected)
+    if algorithms:
         with target.open("rb") as f:
-            hasher = Hasher(expected)
+            hasher = Hasher(algorithms)
             while chunk := f.read(CHUNK):
                 hasher.update(chunk)
         return compare(expected, hasher.hexdigests()) is True
@@ -230,8 +202,8 @@ class _Downloader:
 
     def _fetch_once(self, entry: ManifestEntry, target: Path, ref: RefURI) -> FileResult:
         backend = self.backends.for_uri(ref)
-        # Nothing pinned and no content checksum: only the ETag can refuse a changed object.
-        if_match = entry.etag if (not entry.pinned and entry.etag and not entry.checksums) \
+        # Nothing pinned: the ETag refuses a changed object, where it identifies content.
+        if_match = entry.etag if (not entry.pinned and entry.etag and etag_decides(entry)) \
             else None
         notes: list[str] = []
         with backend.open(ref, if_match=if_match) as reader:
@@ -245,7 +217,7 @@ class _Downloader:
                     f"{entry.version_id}", expected=entry.version_id, actual=stat.version_id,
                     path=entry.path, uri=str(ref),
                 )
-            if (entry.etag is not None and not entry.checksums and stat.etag is not None
+            if (entry.etag is not None and etag_decides(entry) and stat.etag is not None
                     and stat.etag != entry.etag):
                 raise IntegrityError(
                     f"{ref}: ETag is {stat.etag}, recorded {entry.etag}",
@@ -255,15 +227,21 @@ class _Downloader:
                 notes.append("not pinned (checksum=False): fetched the current object")
             elif not entry.pinned and ref.scheme == "s3":
                 notes.append("no version id recorded: fetched the current object (ETag matched)")
+            algorithms = local_algorithms(expected)
             if entry.checksummed and not expected:
                 notes.append(
                     "multipart or encrypted ETag is not an MD5 of the content: "
                     "checked by ETag header and size"
                 )
+            elif entry.checksummed and not algorithms:
+                notes.append(
+                    f"its {'/'.join(sorted(expected))} cannot be computed here (crc64nvme needs "
+                    "awscrt): checked by ETag header and size"
+                )
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.parent / f".{target.name}.{secrets.token_hex(4)}.reftrack-part"
             try:
-                hasher = Hasher(expected)
+                hasher = Hasher(algorithms)
                 with tmp.open("wb") as out:
                     while chunk := _read(reader):
                         out.write(chunk)

@@ -21,315 +21,77 @@ exit code.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import random
+import re
+import secrets
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
-
-from pydantic import BaseModel, ConfigDict, computed_field
 
 from .backends import Backend, Backends, ObjectStat, ScanLimitReached
-from .bucketrules import BucketWarning, Observation, bucket_warnings, observe_head, observe_versions
-from .checksums import compare
-from .errors import ObjectNotFound, ReftrackError
-from .integrity import content_match, expected_checksums, hash_reader
+from .bucketrules import Observation, bucket_warnings, observe_head, observe_versions
+from .checksums import compare, deciding, local_algorithms
+from .errors import ObjectNotFound, ReftrackError, UsageError
+from .integrity import (
+    MultipartCheck,
+    PartLayout,
+    content_match,
+    expected_checksums,
+    hash_reader,
+    multipart_etag,
+    server_checksums,
+)
 from .manifest import Manifest, ManifestEntry
 from .progress import NullProgress, Progress
-from .uri import RefURI, parse_uri
+from .uri import RefURI
+from .verify_plan import (
+    LIST_MIN_ENTRIES,
+    PAGE_SIZE,
+    _Item,
+    _judge,
+    _Listing,
+    _plan,
+    _Seen,
+    _unreachable,
+)
+from .verify_report import DRIFT, FAILING, PASSING, EntryResult, Status, VerifyReport
 
-__all__ = ["EntryResult", "Status", "VerifyReport", "verify_manifest"]
+__all__ = [
+    "DRIFT",
+    "FAILING",
+    "LIST_MIN_ENTRIES",
+    "PAGE_SIZE",
+    "PASSING",
+    "EntryResult",
+    "Status",
+    "VerifyReport",
+    "parse_sample",
+    "verify_manifest",
+]
 
-PAGE_SIZE = 1000
-LIST_MIN_ENTRIES = 8
-
-
-class Status(StrEnum):
-    OK = "ok"
-    MOVED = "moved"
-    DELETED = "deleted"
-    VERSION_MISSING = "version_missing"
-    CHANGED = "changed"
-    CORRUPT = "corrupt"
-    UNREACHABLE = "unreachable"
-
-
-PASSING = frozenset({Status.OK, Status.MOVED, Status.DELETED})
-DRIFT = frozenset({Status.MOVED, Status.DELETED})
-FAILING = frozenset({Status.VERSION_MISSING, Status.CHANGED, Status.CORRUPT})
-
-
-class EntryResult(BaseModel):
-    """What the verifier found for one entry."""
-
-    model_config = ConfigDict(frozen=True)
-
-    path: str
-    uri: str
-    status: Status
-    detail: str
-    recorded_etag: str | None = None
-    recorded_size: int | None = None
-    current_version_id: str | None = None
-    current_etag: str | None = None
-    current_size: int | None = None
+RESULT_BATCH = 500
+"""Results handed to ``verify_manifest(on_results=...)`` at a time (the registry stores each
+batch in one transaction, so an interrupted verification keeps every finished batch)."""
 
 
-class VerifyReport(BaseModel):
-    """The verifier's answer for one manifest."""
-
-    model_config = ConfigDict(frozen=True)
-
-    schema_version: int = 1
-    artifact: str | None
-    digest: str
-    checked_at: datetime
-    requests: int
-    deep: bool = False
-    entries: list[EntryResult]
-    warnings: list[BucketWarning] = []
-    """What the buckets' own rules will do to the pinned data (lifecycle expiration,
-    suspended or absent versioning); never part of the exit code."""
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def summary(self) -> dict[str, int]:
-        counts = dict.fromkeys((s.value for s in Status), 0)
-        for entry in self.entries:
-            counts[entry.status.value] += 1
-        return counts
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def passed(self) -> bool:
-        """True when every entry is ``ok``, ``moved`` or ``deleted``."""
-        return all(e.status in PASSING for e in self.entries)
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def exit_code(self) -> int:
-        """0 intact (drift allowed), 1 integrity failure, 3 unreachable."""
-        statuses = {e.status for e in self.entries}
-        if statuses & FAILING:
-            return 1
-        if Status.UNREACHABLE in statuses:
-            return 3
-        return 0
-
-    def by_status(self, *statuses: Status) -> list[EntryResult]:
-        return [e for e in self.entries if e.status in statuses]
-
-    @property
-    def drift(self) -> list[EntryResult]:
-        return self.by_status(*DRIFT)
-
-
-# -- planning -----------------------------------------------------------------------------
-
-
-@dataclass
-class _Item:
-    entry: ManifestEntry
-    ref: RefURI  # pinned version in ref.version_id
-
-
-@dataclass
-class _Listing:
-    prefix: RefURI
-    recursive: bool
-    items: list[_Item]
-    budget_pages: int  # abandon the listing for HEADs after this many pages
-
-
-@dataclass
-class _Plan:
-    listings: list[_Listing] = field(default_factory=list)
-    heads: list[_Item] = field(default_factory=list)
-
-
-def _plan(manifest: Manifest, listable: Callable[[str], bool]) -> _Plan:
-    plan = _Plan()
-    by_bucket: dict[tuple[str, str], list[_Item]] = defaultdict(list)
-    for entry in manifest.sorted_entries():
-        ref = parse_uri(entry.ref).with_version(entry.version_id)
-        by_bucket[(ref.scheme, ref.bucket)].append(_Item(entry, ref))
-
-    sources: dict[tuple[str, str], list[tuple[RefURI, int]]] = defaultdict(list)
-    for source in manifest.sources:
-        if source.kind != "prefix":
-            continue
-        try:
-            ref = parse_uri(source.uri)
-        except ReftrackError:
-            continue
-        sources[(ref.scheme, ref.bucket)].append((ref, source.listed))
-
-    for bucket, items in by_bucket.items():
-        if not listable(bucket[0]):
-            plan.heads.extend(items)
-            continue
-        # Shortest prefix first: one listing of data/ covers data/sub/ too.
-        prefixes = sorted(sources.get(bucket, []), key=lambda s: len(s[0].key))
-        groups: dict[int, list[_Item]] = defaultdict(list)
-        loose: list[_Item] = []
-        for item in items:
-            for index, (prefix, _) in enumerate(prefixes):
-                if item.ref.key.startswith(prefix.key):
-                    groups[index].append(item)
-                    break
-            else:
-                loose.append(item)
-        for index, members in groups.items():
-            prefix, listed = prefixes[index]
-            expected_pages = max(1, math.ceil(max(listed, len(members)) / PAGE_SIZE))
-            if expected_pages <= len(members):
-                plan.listings.append(_Listing(prefix, True, members, budget_pages=len(members)))
-            else:
-                plan.heads.extend(members)
-        by_dir: dict[str, list[_Item]] = defaultdict(list)
-        for item in loose:
-            by_dir[item.ref.key.rpartition("/")[0]].append(item)
-        for directory, members in by_dir.items():
-            if len(members) >= LIST_MIN_ENTRIES:
-                prefix = members[0].ref.child(directory + "/" if directory else "")
-                plan.listings.append(
-                    _Listing(prefix, False, members, budget_pages=len(members))
-                )
-            else:
-                plan.heads.extend(members)
-    return plan
-
-
-# -- judging ------------------------------------------------------------------------------
-
-
-@dataclass
-class _Seen:
-    """What the store said about one entry: the key's current version (``latest``, possibly
-    a delete marker) and the pinned version (``pinned``, None when it does not exist)."""
-
-    item: _Item
-    latest: ObjectStat | None
-    pinned: ObjectStat | None
-
-
-def _judge(item: _Item, latest: ObjectStat | None, pinned: ObjectStat | None,
-           content: bool | None = None, note: str = "") -> EntryResult:
-    """The status of one entry. ``content`` is whether the object that should hold the
-    recorded bytes (the pinned version, or the live object when nothing was pinned) still
-    does: from :func:`~reftrack.integrity.content_match`, or from re-hashing its bytes."""
-    entry = item.entry
-    live = latest if latest is not None and not latest.is_delete_marker else None
-    suffix = f"; {note}" if note else ""
-
-    def result(status: Status, detail: str) -> EntryResult:
-        return EntryResult(
-            path=entry.path,
-            uri=str(item.ref),
-            status=status,
-            detail=detail + suffix,
-            recorded_etag=entry.etag,
-            recorded_size=entry.size,
-            current_version_id=live.version_id if live else None,
-            current_etag=live.etag if live else None,
-            current_size=live.size if live else None,
-        )
-
-    if not entry.checksummed:
-        if live is None:
-            return result(
-                Status.VERSION_MISSING,
-                "the object no longer exists (recorded with checksum=False: nothing was "
-                "pinned, so nothing can be recovered)",
-            )
-        return result(Status.OK, "exists; recorded with checksum=False, so only existence "
-                      "is checked")
-
-    if not entry.pinned:
-        if live is None:
-            return result(
-                Status.VERSION_MISSING,
-                "the object was deleted; it was recorded without a version id (unversioned "
-                "bucket, local file or HTTP resource), so its bytes cannot be recovered",
-            )
-        if content is False:
-            return result(Status.CHANGED, _changed_detail(entry, live))
-        return result(Status.OK, "unchanged" if content else
-                      "exists with the recorded size (nothing else was recorded to compare)")
-
-    if pinned is None:
-        return result(
-            Status.VERSION_MISSING,
-            f"version {entry.version_id} no longer exists (deleted permanently or by a "
-            "lifecycle rule); the data pinned for this entry is lost",
-        )
-    if content is False:
-        return result(
-            Status.CORRUPT,
-            f"the pinned version no longer matches the record: ETag {pinned.etag}, size "
-            f"{pinned.size} (recorded ETag {entry.etag}, size {entry.size})",
-        )
-    if latest is not None and latest.is_delete_marker:
-        return result(
-            Status.DELETED,
-            "the key was deleted (current version is a delete marker); the pinned version "
-            "is intact and downloadable",
-        )
-    if live is None:
-        return result(Status.DELETED, "the key has no current version; the pinned version "
-                      "is intact")
-    if live.version_id != entry.version_id:
-        return result(
-            Status.MOVED,
-            f"the key now holds version {live.version_id} (ETag {live.etag}, size "
-            f"{live.size}); the pinned version is intact and downloadable",
-        )
-    return result(Status.OK, "pinned version is current and intact")
-
-
-def _changed_detail(entry: ManifestEntry, live: ObjectStat) -> str:
-    parts = []
-    if entry.size != live.size:
-        parts.append(f"size {entry.size} -> {live.size}")
-    if entry.etag is not None and live.etag != entry.etag:
-        parts.append(f"ETag {entry.etag} -> {live.etag}")
-    if entry.last_modified is not None and live.last_modified not in (None, entry.last_modified):
-        parts.append(f"modified {entry.last_modified:%Y-%m-%d %H:%M:%S} -> "
-                     f"{live.last_modified:%Y-%m-%d %H:%M:%S}")
-    recorded = entry.checksums or {}
-    for name, value in live.checksums.items():
-        if name in recorded and recorded[name] != value:
-            parts.append(f"{name} {recorded[name][:12]}... -> {value[:12]}...")
-            break
-    what = ", ".join(parts) or "content differs"
-    scheme = entry.ref.partition("://")[0].lower()
-    gone = {
-        "file": "local files keep no versions: the original bytes are gone",
-        "http": "HTTP keeps no versions: the original bytes are gone",
-        "https": "HTTP keeps no versions: the original bytes are gone",
-    }.get(scheme, "unversioned: the original bytes are gone")
-    return f"changed since it was logged: {what} ({gone})"
-
-
-def _unreachable(item: _Item, error: BaseException) -> EntryResult:
-    return EntryResult(
-        path=item.entry.path,
-        uri=str(item.ref),
-        status=Status.UNREACHABLE,
-        detail=str(error),
-        recorded_etag=item.entry.etag,
-        recorded_size=item.entry.size,
-    )
+_NOT_DEEP = ("deep check not possible: no content checksum recorded (multipart or encrypted "
+             "ETag); checked by metadata")
 
 
 class _Verifier:
-    def __init__(self, backends: Backends, progress: Progress, *, deep: bool) -> None:
+    def __init__(self, backends: Backends, progress: Progress, *, deep: bool,
+                 clock: Callable[[], datetime] | None = None,
+                 on_results: Callable[[list[EntryResult]], None] | None = None) -> None:
         self.backends = backends
         self.progress = progress
         self.deep = deep
+        self.clock = clock or _utcnow
+        self.on_results = on_results
+        self._pending: list[EntryResult] = []
         self.results: dict[str, EntryResult] = {}
         self.observations: dict[str, Observation] = {}
         """What was seen of each S3 entry's key, for dating lifecycle rules."""
@@ -340,11 +102,35 @@ class _Verifier:
         return self.backends.for_uri(ref)
 
     def _done(self, results: Iterable[EntryResult]) -> None:
-        results = list(results)
+        now = self.clock()
+        results = [r.model_copy(update={"checked_at": now}) for r in results]
         with self._lock:
             for result in results:
                 self.results[result.path] = result
+            if self.on_results is not None:
+                self._pending.extend(results)
         self.progress.advance(len(results))
+
+    def flush(self, *, full_only: bool = False) -> None:
+        """Hand decided results to ``on_results``: whole batches, or (at the end, or when
+        interrupted) everything pending. Called from the calling thread only."""
+        if self.on_results is None:
+            return
+        with self._lock:
+            size = len(self._pending)
+            size -= size % RESULT_BATCH if full_only else 0
+            taken, self._pending = self._pending[:size], self._pending[size:]
+        for start in range(0, len(taken), RESULT_BATCH):
+            try:
+                self.on_results(taken[start:start + RESULT_BATCH])
+            except BaseException:
+                with self._lock:  # not stored: keep them for the next flush
+                    self._pending[:0] = taken[start:]
+                raise
+
+    def check(self, item: _Item) -> None:
+        """HEAD one entry and decide it at once (so its result can be stored at once)."""
+        self.finish(self.run_head(item))
 
     def _observe(self, observed: Iterable[tuple[_Item, Observation]]) -> None:
         with self._lock:
@@ -438,31 +224,82 @@ class _Verifier:
         if target is None or not entry.checksummed:
             return _judge(item, latest, pinned)
         content = content_match(entry, target)
-        expected = expected_checksums(entry, target.encryption)
         note = ""
         if content is not False and (self.deep or content is None):
-            if not expected:
-                note = "deep check not possible: no content checksum recorded (multipart " \
-                    "or encrypted ETag); checked by metadata"
-            else:
-                ref = item.ref if entry.pinned else item.ref.with_version(None)
-                try:
-                    with self._backend(ref).open(ref) as reader:
-                        actual, _ = hash_reader(reader, list(expected))
-                except ObjectNotFound:
-                    if entry.pinned:
-                        return _judge(item, latest, None)
-                    return _judge(item, None, None)
-                was_unknown = content is None
-                content = compare(expected, actual)
-                names = "/".join(sorted(set(expected) & set(actual)))
-                if content and was_unknown:
-                    note = f"metadata changed but the content is identical ({names} re-hashed)"
-                elif content:
-                    note = f"bytes re-hashed: {names} match"
-                else:
-                    note = f"bytes re-hashed: {names} differs from the record"
+            ref = item.ref if entry.pinned else item.ref.with_version(None)
+            try:
+                decided, note = self._ask_server(ref, entry, target)
+                if decided is None:
+                    decided, note = self._rehash(ref, entry, target, content)
+            except ObjectNotFound:
+                if entry.pinned:
+                    return _judge(item, latest, None)
+                return _judge(item, None, None)
+            if decided is not None:
+                content = decided
         return _judge(item, latest, pinned, content, note)
+
+    def _ask_server(self, ref: RefURI, entry: ManifestEntry,
+                    target: ObjectStat) -> tuple[bool | None, str]:
+        """Deep without reading the bytes: the recorded S3 checksums against the server's
+        own, from the HEAD already made, else one more ``HeadObject`` (``ChecksumMode``).
+        ``(None, "")`` when nothing server-side was recorded or the server reports none of it
+        (the bytes are read then)."""
+        recorded = server_checksums(entry)
+        if not recorded:
+            return None, ""
+        answer, how = target, "the HEAD's"
+        if deciding(recorded, answer.checksums) is None:
+            answer, how = self._backend(ref).stat(ref), "one HeadObject"
+        name = deciding(recorded, answer.checksums)
+        if name is None:
+            return None, ""
+        if entry.size is not None and answer.size is not None and answer.size != entry.size:
+            return False, f"the server reports {answer.size} bytes, recorded {entry.size}"
+        what = "composite " + name.removeprefix("s3-composite-") \
+            if name.startswith("s3-composite-") else name
+        if compare(recorded, answer.checksums):
+            return True, f"server-side {what} matches the record ({how}, no bytes read)"
+        return False, (f"server-side {what} is {answer.checksums[name][:16]}..., recorded "
+                       f"{recorded[name][:16]}... ({how}, no bytes read)")
+
+    def _rehash(self, ref: RefURI, entry: ManifestEntry, target: ObjectStat,
+                content: bool | None) -> tuple[bool | None, str]:
+        """Deep by reading: stream the bytes once (1 MiB chunks) and hash them with the
+        strongest recorded checksum that can be computed here, else recompute a multipart
+        ETag. ``(None, note)`` when there is nothing to hash against."""
+        expected = expected_checksums(entry, target.encryption)
+        algorithms = local_algorithms(expected)
+        parts = None if algorithms else multipart_etag(entry, target.encryption)
+        if not algorithms and not (parts and entry.size):
+            return None, _NOT_DEEP if not expected else (
+                f"deep check not possible here: {'/'.join(sorted(expected))} cannot be "
+                "computed locally (crc64nvme needs awscrt); checked by metadata")
+        backend = self._backend(ref)
+        multipart: MultipartCheck | None = None
+        if not algorithms and entry.etag and entry.size:
+            layout = backend.part_sizes(ref) if isinstance(backend, PartLayout) else None
+            multipart = MultipartCheck(entry.etag, entry.size, layout)
+        with backend.open(ref) as reader:
+            encryption = reader.stat.encryption or target.encryption
+            if encryption != target.encryption:  # a listing does not tell; the GET does
+                expected = expected_checksums(entry, encryption)
+                algorithms = local_algorithms(expected)
+                if multipart is not None and multipart_etag(entry, encryption) is None:
+                    multipart = None
+                if not algorithms and multipart is None:
+                    return None, _NOT_DEEP
+            actual, _ = hash_reader(reader, algorithms,
+                                    parts=multipart.hashers if multipart else ())
+        if multipart is not None:
+            return multipart.verdict()
+        decided = compare(expected, actual)
+        names = "/".join(algorithms)
+        if decided and content is None:
+            return True, f"metadata changed but the content is identical ({names} re-hashed)"
+        if decided:
+            return True, f"bytes re-hashed: {names} match"
+        return False, f"bytes re-hashed: {names} differs from the record"
 
     def _check_bucket(self, backend: Backend, ref: RefURI) -> None:
         """A HEAD 404 does not say whether the key or the bucket is missing: ask once."""
@@ -492,8 +329,21 @@ def verify_manifest(
     deep: bool = False,
     bucket_rules: bool = True,
     protected: bool = False,
+    previous: Mapping[str, EntryResult] | None = None,
+    sample: float | None = None,
+    seed: int | None = None,
+    on_results: Callable[[list[EntryResult]], None] | None = None,
+    clock: Callable[[], datetime] | None = None,
 ) -> VerifyReport:
     """Check every entry of ``manifest`` against its store and return the report.
+
+    Incremental: entries with a result in ``previous`` (path -> an earlier result) are not
+    checked; that result goes into the report marked ``reused``. ``sample`` (0 < f <= 1)
+    checks a random fraction of the entries (``ceil(f * N)``, chosen with ``seed``; a random
+    seed, reported, when None); the report then holds only the sampled entries. The plan
+    (listings vs HEADs) is made for the entries actually checked. ``on_results`` receives
+    the new results in batches of :data:`RESULT_BATCH` as they are decided (and what is left
+    at the end, or when interrupted), stamped ``checked_at`` by ``clock``.
 
     ``deep=True`` also reads every object's pinned bytes and compares them with the recorded
     checksums (sha256, md5, crc32c, or a single-part S3 ETag): one GET per entry.
@@ -502,33 +352,94 @@ def verify_manifest(
     legal holds (``reftrack protect``), which the warnings then mention.
     """
     progress = progress or NullProgress()
-    plan = _plan(manifest, lambda scheme: _listable(backends, scheme))
-    verifier = _Verifier(backends, progress, deep=deep)
+    sample = check_sample(sample)
+    if sample is not None and seed is None:
+        seed = secrets.randbelow(2**31)
+    chosen = _sample_paths(manifest, sample, seed)
+    reused = {p: r.model_copy(update={"reused": True})
+              for p, r in (previous or {}).items() if chosen is None or p in chosen}
+    wanted = ({e.path for e in manifest} if chosen is None else chosen) - reused.keys()
+    plan = _plan(manifest, lambda scheme: _listable(backends, scheme), wanted)
+    verifier = _Verifier(backends, progress, deep=deep, clock=clock, on_results=on_results)
     before = _requests(backends)
-    progress.start("verifying", total=len(manifest), unit="entries")
+    progress.start("verifying", total=len(wanted), unit="entries")
     try:
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+            # Results are decided (and streamed) entry by entry: a listing's entries once it
+            # is done, every other entry as soon as it was HEADed.
             leftovers: list[_Item] = list(plan.heads)
             seen: list[_Seen | None] = []
             for remaining, listed in pool.map(verifier.run_listing, plan.listings):
                 leftovers.extend(remaining)
                 seen.extend(listed)
-            seen.extend(pool.map(verifier.run_head, leftovers))
-            list(pool.map(verifier.finish, seen))
+            for _ in pool.map(verifier.finish, seen):
+                verifier.flush(full_only=True)
+            for _ in pool.map(verifier.check, leftovers):
+                verifier.flush(full_only=True)
+    except BaseException:
+        # Keep what was decided before the interruption (or the error), which matters more
+        # than an error storing it.
+        with contextlib.suppress(Exception):
+            verifier.flush()
+        raise
     finally:
         progress.finish()
+    verifier.flush()
     warnings = (bucket_warnings(manifest, backends, observations=verifier.observations,
                                 protected=protected)
-                if bucket_rules else [])
+                if bucket_rules and wanted else [])
+    results = {**reused, **verifier.results}
     return VerifyReport(
         artifact=artifact,
         digest=manifest.digest,
-        checked_at=datetime.now(UTC),
+        checked_at=(clock or _utcnow)(),
         requests=_requests(backends) - before,
         deep=deep,
-        entries=[verifier.results[path] for path in sorted(verifier.results)],
+        entries=[results[path] for path in sorted(results)],
         warnings=warnings,
+        total=len(manifest),
+        sampled=sample,
+        seed=seed if sample is not None else None,
     )
+
+
+def parse_sample(text: str) -> float:
+    """``1%``, ``0.5%`` or ``0.01`` -> the fraction of entries to check (0 < f <= 1)."""
+    raw = text.strip()
+    match = re.fullmatch(r"(\d+(?:\.\d*)?|\.\d+)\s*(%?)", raw)
+    if match is None:
+        raise UsageError(f"{text!r} is not a sample size: write a percentage (1%, 0.5%) or a "
+                         "fraction (0.01)")
+    value = float(match.group(1)) / (100 if match.group(2) else 1)
+    if value > 1 and not match.group(2):
+        raise UsageError(f"{text!r}: a fraction must be at most 1 (write {raw}% for a "
+                         "percentage)")
+    return check_sample(value) or 1.0
+
+
+def check_sample(sample: float | None) -> float | None:
+    """A valid sample fraction; None for no sample (1 checks everything: not a sample)."""
+    if sample is None:
+        return None
+    if isinstance(sample, bool) or not isinstance(sample, int | float) \
+            or not 0 < sample <= 1:
+        raise UsageError(f"sample must be a fraction of the entries, 0 < sample <= 1 "
+                         f"(0.01 for 1%), not {sample!r}")
+    return None if sample == 1 else float(sample)
+
+
+def _sample_paths(manifest: Manifest, sample: float | None,
+                  seed: int | None) -> set[str] | None:
+    """``ceil(sample * N)`` entry paths chosen at random with ``seed`` (None: all)."""
+    if sample is None:
+        return None
+    paths = [e.path for e in manifest.sorted_entries()]
+    size = min(len(paths), math.ceil(round(sample * len(paths), 9)))
+    return set(random.Random(seed).sample(paths, size))
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 def _listable(backends: Backends, scheme: str) -> bool:

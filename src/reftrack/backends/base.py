@@ -12,6 +12,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Literal, Protocol, Self, runtime_checkable
 
+from ..checksums import KNOWN
 from ..uri import RefURI
 
 __all__ = [
@@ -24,8 +25,9 @@ __all__ = [
     "Versioning",
 ]
 
-CHECKSUM_ALGORITHMS = ("sha256", "md5", "crc32c")
-"""Content checksums reftrack knows, strongest first; values are lowercase hex."""
+CHECKSUM_ALGORITHMS = KNOWN
+"""Content checksums reftrack knows (:data:`reftrack.checksums.KNOWN`), strongest first;
+values are lowercase hex."""
 
 Versioning = Literal["enabled", "suspended", "disabled", "unknown"]
 
@@ -82,7 +84,8 @@ class ObjectStat:
     files and HTTP resources; ``etag`` has no quotes; ``encryption`` is only known from a
     HEAD or GET. ``last_modified`` is timezone-aware (UTC); for local files it is the mtime.
     ``checksums`` maps an algorithm (:data:`CHECKSUM_ALGORITHMS`: ``"sha256"``, ``"md5"``,
-    ``"crc32c"``) to the lowercase hex digest of the content, when the store reports one
+    ``"crc32c"``, S3's ``"crc64nvme"`` ...) to the lowercase hex digest of the content (S3
+    composite checksums under ``"s3-composite-*"``), when the store reports one
     (GCS ``md5Hash``/``crc32c``, converted from base64) or reftrack computed it.
     """
 

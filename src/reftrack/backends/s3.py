@@ -6,6 +6,14 @@ which S3 calls are made: one ``ListObjectVersions`` page per 1000 versions for a
 ``HeadObject`` for one object, one ``GetObject`` per download. s3fs's listing cache is never
 used (``use_listings_cache=False``, and no ``ls``/``info`` call), so a delete is seen at once.
 
+Server-side checksums: every ``HeadObject`` asks for them (``ChecksumMode=ENABLED``, no extra
+request), so ``stat`` reports the object's full-object checksums (``sha256``, ``crc32``,
+``crc64nvme``...) and composite ones under their own keys (``s3-composite-crc32``: a checksum
+of the parts' checksums, never of the content). Listings name the algorithm only:
+``scan_with_checksums`` adds one ``HeadObject`` per current object for the values.
+``part_sizes`` tells how a multipart object was cut (``GetObjectAttributes``, else
+``HeadObject`` of part 1), so that its ETag can be recomputed from the bytes.
+
 The one write, ``put`` (used only by the blob store for managed files), is one ``PutObject``
 with ``Content-MD5``, or a multipart upload above 8 MiB, through the same ``call_s3``.
 
@@ -22,6 +30,8 @@ import contextlib
 import hashlib
 import threading
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +39,7 @@ import fsspec.asyn
 import s3fs
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
+from ..checksums import ALGORITHMS, b64_to_hex, multipart_parts
 from ..errors import (
     BackendError,
     BucketAccessDenied,
@@ -71,6 +82,9 @@ _DENIED = {
 _MISSING_OBJECT = {"404", "NoSuchKey", "NoSuchVersion"}
 _UNAVAILABLE = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "503", "500"}
 _LEGAL_HOLD_OPERATIONS = ("put_object_legal_hold", "get_object_legal_hold")
+# S3's checksum fields (HeadObject/GetObject/PutObject headers, GetObjectAttributes "Checksum")
+# and reftrack's algorithm names; unknown future ones are ignored.
+_CHECKSUM_FIELDS = {f"Checksum{name.upper()}": name for name in ALGORITHMS}
 
 
 def _client_error(exc: BaseException) -> ClientError | None:
@@ -184,6 +198,7 @@ def _action(operation: str) -> str:
     return {
         "head_object": "GetObject",
         "get_object": "GetObject",
+        "get_object_attributes": "GetObjectVersionAttributes",
         "list_object_versions": "ListBucketVersions",
         "list_objects_v2": "ListBucket",
         "head_bucket": "ListBucket",
@@ -259,9 +274,46 @@ def _etag(value: Any) -> str | None:
     return str(value).strip('"')
 
 
+def _checksums(info: Mapping[str, Any], etag: str | None) -> dict[str, str]:
+    """S3 checksum values (base64, ``...-N`` for composite ones) as lowercase hex, keyed by
+    algorithm; composite checksums under ``s3-composite-<algorithm>``.
+
+    A value is composite when S3 says so (``ChecksumType``), when it ends in ``-N``, or, with no
+    type given (older S3, S3-compatible stores, moto's HeadObject), when the object is a
+    multipart upload and the algorithm is not CRC64NVME (always full-object): before S3 offered
+    full-object checksums for multipart uploads, every one was composite. Never the reverse: a
+    composite checksum must not be taken for a hash of the content."""
+    nested = info.get("Checksum")
+    source: Mapping[str, Any] = nested if isinstance(nested, Mapping) else info
+    kind = str(source.get("ChecksumType") or "").upper()
+    multipart = multipart_parts(etag) is not None
+    out: dict[str, str] = {}
+    for field, name in _CHECKSUM_FIELDS.items():
+        raw = source.get(field)
+        if not raw:
+            continue
+        value, dash, _ = str(raw).partition("-")
+        digest = b64_to_hex(value)
+        if digest is None:
+            continue
+        composite = kind == "COMPOSITE" or (
+            kind != "FULL_OBJECT" and (bool(dash) or (multipart and name != "crc64nvme"))
+        )
+        out[f"s3-composite-{name}" if composite else name] = digest
+    return out
+
+
 def _md5(data: bytes) -> str:
     """``Content-MD5``: the base64 MD5 of a request body."""
     return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+
+
+def _algorithms(item: Mapping[str, Any]) -> tuple[str, ...]:
+    """The checksum algorithms a listing item names (``ChecksumAlgorithm``, a list)."""
+    names = item.get("ChecksumAlgorithm") or ()
+    if isinstance(names, str):
+        names = (names,)
+    return tuple(str(name).lower() for name in names)
 
 
 def _version(value: Any) -> str | None:
@@ -301,6 +353,7 @@ class S3Backend:
         self._versioning: dict[str, Versioning] = {}
         self._lock = threading.Lock()
         self._requests = 0
+        self._concurrency = max(1, concurrency)
 
     @property
     def requests(self) -> int:
@@ -327,27 +380,35 @@ class S3Backend:
     @staticmethod
     def _from_info(bucket: str, key: str, info: dict[str, Any], **flags: Any) -> ObjectStat:
         """Normalise one listing item or HEAD/GET response (the only place that reads them)."""
-        size = info.get("Size", info.get("ContentLength"))
+        size = info.get("Size", info.get("ContentLength", info.get("ObjectSize")))
         modified = info.get("LastModified")
+        etag = _etag(info.get("ETag"))
         return ObjectStat(
             uri=RefURI("s3", bucket, key, _version(info.get("VersionId"))),
             size=int(size) if size is not None else None,
-            etag=_etag(info.get("ETag")),
+            etag=etag,
             is_latest=bool(info.get("IsLatest", True)),
             last_modified=modified if isinstance(modified, datetime) else None,
             encryption=info.get("ServerSideEncryption")
             or (("SSE-C:" + info["SSECustomerAlgorithm"]) if info.get("SSECustomerAlgorithm")
                 else None),
+            checksums=_checksums(info, etag),
             **flags,
         )
 
     # -- the protocol ---------------------------------------------------------------------
 
     def stat(self, uri: RefURI) -> ObjectStat:
+        """One ``HeadObject``, with ``ChecksumMode=ENABLED``: the object's server-side
+        checksums come with it. Reading the checksum of an SSE-KMS object also needs
+        ``kms:Decrypt``: when that HEAD is refused, it is sent once more without checksums."""
         kwargs: dict[str, Any] = {"Bucket": uri.bucket, "Key": uri.key}
         if uri.version_id:
             kwargs["VersionId"] = uri.version_id
-        info = self._call("head_object", uri, **kwargs)
+        try:
+            info = self._call("head_object", uri, **kwargs, ChecksumMode="ENABLED")
+        except BucketAccessDenied:
+            info = self._call("head_object", uri, **kwargs)
         return self._from_info(uri.bucket, uri.key, info)
 
     def scan(
@@ -358,6 +419,46 @@ class S3Backend:
         recursive: bool = True,
         page_limit: int | None = None,
     ) -> Iterator[ObjectStat]:
+        for page in self._pages(prefix, all_versions=all_versions, recursive=recursive,
+                                page_limit=page_limit):
+            for stat, _ in page:
+                yield stat
+
+    def scan_with_checksums(self, prefix: RefURI) -> Iterator[ObjectStat]:
+        """``scan(prefix, all_versions=True)``, with the server-side checksum values of every
+        current object whose listing names a checksum algorithm: one ``HeadObject``
+        (``ChecksumMode=ENABLED``) each, concurrently, a page at a time. A page that names no
+        algorithm at all (a store whose version listings do not report them, as moto's; or
+        objects stored before S3 kept checksums) gets a HEAD for each of its current objects:
+        at most one HEAD per object. A version deleted between the listing and its HEAD is
+        yielded without checksums."""
+        for page in self._pages(prefix, all_versions=True, recursive=True, page_limit=None):
+            current = [i for i, (stat, _) in enumerate(page)
+                       if stat.is_latest and not stat.is_delete_marker]
+            named = [i for i in current if page[i][1]]
+            wanted = named or current
+            found: dict[int, ObjectStat] = {}
+            if wanted:
+                workers = min(self._concurrency, len(wanted))
+                with ThreadPoolExecutor(max_workers=workers) as pool:
+                    heads = pool.map(self._head_checksums, [page[i][0] for i in wanted])
+                    found = {i: stat for i, stat in zip(wanted, heads, strict=True)
+                             if stat is not None}
+            for index, (stat, _) in enumerate(page):
+                head = found.get(index)
+                yield replace(stat, checksums=head.checksums) if head is not None else stat
+
+    def _head_checksums(self, stat: ObjectStat) -> ObjectStat | None:
+        try:
+            return self.stat(stat.uri)
+        except ObjectNotFound:
+            return None
+
+    def _pages(
+        self, prefix: RefURI, *, all_versions: bool, recursive: bool, page_limit: int | None
+    ) -> Iterator[list[tuple[ObjectStat, tuple[str, ...]]]]:
+        """The listing, a page at a time: each object version normalised, with the checksum
+        algorithms the listing names for it (names only: a listing carries no values)."""
         kwargs: dict[str, Any] = {"Bucket": prefix.bucket, "Prefix": prefix.key,
                                   "MaxKeys": PAGE_SIZE}
         if not recursive:
@@ -369,17 +470,20 @@ class S3Backend:
             except BackendError as exc:
                 if exc.code == "NotImplemented" and not all_versions and pages == 0:
                     # S3-compatible stores without versioning support (R2, old MinIO).
-                    yield from self._scan_unversioned(prefix, kwargs, page_limit)
+                    yield from self._pages_unversioned(prefix, kwargs, page_limit)
                     return
                 raise
             pages += 1
             bucket = prefix.bucket
-            for item in page.get("Versions", ()):
-                if all_versions or item.get("IsLatest"):
-                    yield self._from_info(bucket, item["Key"], item)
+            out = [
+                (self._from_info(bucket, item["Key"], item), _algorithms(item))
+                for item in page.get("Versions", ())
+                if all_versions or item.get("IsLatest")
+            ]
             if all_versions:
-                for item in page.get("DeleteMarkers", ()):
-                    yield self._from_info(bucket, item["Key"], item, is_delete_marker=True)
+                out.extend((self._from_info(bucket, item["Key"], item, is_delete_marker=True), ())
+                           for item in page.get("DeleteMarkers", ()))
+            yield out
             if not page.get("IsTruncated"):
                 return
             if page_limit is not None and pages >= page_limit:
@@ -390,15 +494,15 @@ class S3Backend:
             else:
                 kwargs.pop("VersionIdMarker", None)
 
-    def _scan_unversioned(
+    def _pages_unversioned(
         self, prefix: RefURI, kwargs: dict[str, Any], page_limit: int | None
-    ) -> Iterator[ObjectStat]:
+    ) -> Iterator[list[tuple[ObjectStat, tuple[str, ...]]]]:
         pages = 0
         while True:
             page = self._call("list_objects_v2", prefix, **kwargs)
             pages += 1
-            for item in page.get("Contents", ()):
-                yield self._from_info(prefix.bucket, item["Key"], item)
+            yield [(self._from_info(prefix.bucket, item["Key"], item), _algorithms(item))
+                   for item in page.get("Contents", ())]
             if not page.get("IsTruncated"):
                 return
             if page_limit is not None and pages >= page_limit:
@@ -413,6 +517,45 @@ class S3Backend:
             kwargs["IfMatch"] = f'"{if_match}"'
         response = self._call("get_object", uri, **kwargs)
         return S3Reader(self, uri, response)
+
+    def part_sizes(self, uri: RefURI) -> tuple[tuple[int, ...], str] | None:
+        """How the multipart object ``uri`` (its exact version) was cut into parts: every
+        part's size from ``GetObjectAttributes`` (``ObjectParts``, 1000 parts a request; S3
+        lists parts only for objects uploaded with a checksum), else the first part's size from
+        ``HeadObject`` with ``PartNumber=1`` (one request; equal parts are then assumed). None
+        when the store tells neither."""
+        target: dict[str, Any] = {"Bucket": uri.bucket, "Key": uri.key}
+        if uri.version_id:
+            target["VersionId"] = uri.version_id
+        sizes: list[int] = []
+        marker: Any = None
+        try:
+            while True:
+                extra = {"PartNumberMarker": marker} if marker else {}
+                answer = self._call("get_object_attributes", uri, **target, **extra,
+                                    ObjectAttributes=["ObjectParts"], MaxParts=PAGE_SIZE)
+                parts = answer.get("ObjectParts") or {}
+                listed = [part.get("Size") for part in parts.get("Parts") or ()]
+                if not listed or any(size is None for size in listed):
+                    break
+                sizes.extend(int(size) for size in listed)
+                marker = parts.get("NextPartNumberMarker")
+                if not parts.get("IsTruncated"):
+                    return tuple(sizes), "GetObjectAttributes"
+                if not marker:
+                    break
+        except ObjectNotFound:
+            raise
+        except BackendError:
+            pass  # not offered (S3-compatible stores) or not allowed: ask for part 1 instead
+        try:
+            head = self._call("head_object", uri, **target, PartNumber=1)
+        except ObjectNotFound:
+            raise
+        except BackendError:
+            return None
+        first = head.get("ContentLength")
+        return ((int(first),), "HeadObject partNumber=1") if first else None
 
     def put(
         self, uri: RefURI, reader: ObjectReader, *, size: int, checksums: Mapping[str, str]

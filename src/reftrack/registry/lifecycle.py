@@ -297,6 +297,8 @@ class LifecycleStore:
         if ids:
             conn.execute(t.aliases.delete().where(t.aliases.c.version_id.in_(ids)))
             conn.execute(t.run_inputs.delete().where(t.run_inputs.c.version_id.in_(ids)))
+            conn.execute(t.verify_results.delete().where(t.verify_results.c.version_id.in_(ids)))
+            conn.execute(t.verify_runs.delete().where(t.verify_runs.c.version_id.in_(ids)))
             conn.execute(t.versions.delete().where(t.versions.c.id.in_(ids)))
         for digest in plan.manifests:
             conn.execute(t.manifest_blobs.delete().where(t.manifest_blobs.c.digest == digest))

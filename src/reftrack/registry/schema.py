@@ -8,6 +8,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     LargeBinary,
@@ -18,11 +19,14 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """1: the S3 release. 2: runs gain group, sweep, summary, git commit/remote and program, and
 per-step metrics live in ``run_history``. 3: versions gain ttl, soft deletion and protection,
 projects a default ttl, and ``blob_leases`` protects blobs of versions being logged from GC.
-An older registry is upgraded in place when opened (columns added, nothing rewritten)."""
+4: ``verify_results`` keeps the latest verification result of every entry of a version, and
+``verify_runs`` the last verification of each version (to resume an interrupted one).
+An older registry is upgraded in place when opened (columns added, new tables created,
+nothing rewritten)."""
 
 metadata = MetaData()
 
@@ -176,4 +180,33 @@ manifest_blobs = Table(
     Column("digest", String(64), ForeignKey("manifests.digest"), primary_key=True),
     Column("store", String(1024), primary_key=True),
     Column("sha256", String(64), primary_key=True),
+)
+
+# The latest verification result of each entry of a version (``reftrack verify --since``,
+# resuming an interrupted verification). ``data`` holds the rest of the result (the URI,
+# the recorded and current version id, ETag and size) as JSON. Purged with the version.
+verify_results = Table(
+    "verify_results",
+    metadata,
+    Column("version_id", Integer, ForeignKey("versions.id"), primary_key=True),
+    Column("path", Text, primary_key=True),
+    Column("status", String(32), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("checked_at", DateTime(timezone=True), nullable=False),
+    Column("deep", Boolean, nullable=False),
+    Column("data", JSON, nullable=False),
+)
+
+# The last verification started on each version: ``finished_at`` stays empty when it was
+# interrupted (Ctrl-C, a crash), so that the next one can resume it.
+verify_runs = Table(
+    "verify_runs",
+    metadata,
+    Column("version_id", Integer, ForeignKey("versions.id"), primary_key=True),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("deep", Boolean, nullable=False),
+    Column("sample", Float),
+    Column("seed", BigInteger),
+    Column("entries", BigInteger, nullable=False),
 )

@@ -24,6 +24,7 @@ from .lifecycle import LifecycleStore, visible
 from .names import LATEST, VERSION_RE, check_alias, check_json, check_name
 from .records import ArtifactSummary, RunRecord, VersionRecord
 from .runs import RunStore, _now, _pk, _utc
+from .verifications import VerificationStore
 
 __all__ = ["ArtifactSummary", "Registry", "RunRecord", "VersionRecord"]
 
@@ -62,7 +63,7 @@ def _registry_url(location: str) -> str:
     return f"sqlite:///{path.resolve()}"
 
 
-class Registry(RunStore, LifecycleStore):
+class Registry(RunStore, LifecycleStore, VerificationStore):
     """Where all the metadata lives. Open with a path or SQLAlchemy URL."""
 
     def __init__(self, location: str, *, clock: Callable[[], datetime] | None = None) -> None:
