@@ -453,8 +453,9 @@ class Artifact:
     ) -> VerifyReport:
         """Re-check every reference against its store; see :class:`VerifyReport`.
 
-        ``deep=True`` also reads the pinned bytes of every entry and compares them with the
-        recorded checksums (one GET per entry). Without it, local files are re-hashed only
+        ``deep=True`` also checks content against the recorded checksums (S3 checksums are
+        asked of the server without reading bytes; other entries' pinned bytes are streamed
+        and hashed, one GET each). Without it, local files are re-hashed only
         when their size or mtime changed, HTTP resources only when their ETag/Last-Modified
         changed, and bucket objects are judged by their metadata.
 

@@ -320,9 +320,10 @@ def verify_cmd(
     artifact: Annotated[str, typer.Argument(help="project/name:version_or_alias")],
     all_entries: Annotated[bool, typer.Option("--all", help="List every entry, not only "
                                               "those that drifted or failed.")] = False,
-    deep: Annotated[bool, typer.Option("--deep", help="Also read every entry's pinned bytes "
-                                       "and compare them with the recorded checksums (one "
-                                       "GET per entry).")] = False,
+    deep: Annotated[bool, typer.Option("--deep", help="Also check content: S3 checksums are "
+                                       "asked of the server (no bytes read), other entries' "
+                                       "pinned bytes are streamed and hashed (one GET each).")
+                    ] = False,
     since: Annotated[str | None, typer.Option(
         "--since", help="Check only entries not verified in this long (24h, 7d, 1d12h); "
         "reuse the stored results of the others.", show_default=False)] = None,

@@ -346,7 +346,8 @@ def verify_manifest(
     at the end, or when interrupted), stamped ``checked_at`` by ``clock``.
 
     ``deep=True`` also reads every object's pinned bytes and compares them with the recorded
-    checksums (sha256, md5, crc32c, or a single-part S3 ETag): one GET per entry.
+    checksums: recorded S3 checksums are asked of the server (no bytes read); other entries
+    are streamed and hashed (one GET each).
     ``bucket_rules=True`` also reads each S3 bucket's lifecycle rules and versioning state
     (two requests per bucket) into ``report.warnings``; ``protected``: the version carries
     legal holds (``reftrack protect``), which the warnings then mention.
