@@ -628,12 +628,12 @@ def render_ratios(ratios: list[dict[str, Any]]) -> str:
     headers = ["N", "step", "requests", "naive", "request ratio", "seconds", "naive s",
                "time ratio"]
 
-    def times(value: float | None) -> str:
-        return "-" if value is None else f"{value:,}x"
+    def times(value: float | None, digits: int) -> str:
+        return "-" if value is None else f"{value:,.{digits}f}x"
 
     lines = [[f"{r['n']:,}", r["operation"], f"{r['requests']:,}", f"{r['naive_requests']:,}",
-              times(r["request_ratio"]), f"{r['seconds']:.2f}", f"{r['naive_seconds']:.2f}",
-              times(r["time_ratio"])] for r in ratios]
+              times(r["request_ratio"], 1), f"{r['seconds']:.2f}", f"{r['naive_seconds']:.2f}",
+              times(r["time_ratio"], 2)] for r in ratios]
     widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h)
               for i, h in enumerate(headers)]
 
@@ -652,7 +652,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--sizes", type=_parse_sizes, default=[1000, 2000, 5000, 10000],
                         help="comma-separated object counts (default 1000,2000,5000,10000; "
-                             "about 5 minutes, most of it moto listing versions)")
+                             "about 4 minutes, much of it moto listing versions)")
     parser.add_argument("--overwrite-fraction", type=_fraction, default=0.1,
                         help="fraction of objects overwritten once before logging, so there "
                              "are more versions than objects (default 0.1)")

@@ -12,6 +12,7 @@ import random
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from pydantic import ValidationError
 
 from reftrack.errors import ManifestError, UsageError
 from reftrack.manifest import (  # and the fast paths: _entry_lines...
@@ -20,6 +21,7 @@ from reftrack.manifest import (  # and the fast paths: _entry_lines...
     ManifestDiff,
     ManifestEntry,
     ManifestSource,
+    _canonical_lines,
     _entry_lines,
     _plainly_safe,
     _stored_entry,
@@ -262,6 +264,22 @@ def test_canonical_is_json_dumps_with_sorted_keys() -> None:
     assert odd.canonical() == _reference_canonical(odd)
 
 
+def test_batched_canonical_lines_are_the_per_entry_ones() -> None:
+    entries = _variety()
+    per_entry = "".join(e.canonical() + "\n" for e in entries).encode()
+    assert _canonical_lines(entries) == per_entry
+    assert _canonical_lines(entries[:3]) == "".join(
+        _reference_canonical(e) + "\n" for e in entries[:3]).encode()
+    odd = ManifestEntry.model_construct(path="p", ref="r", size=1.5, etag=7)
+    assert _canonical_lines([entries[0], odd]) == (
+        entries[0].canonical() + "\n" + _reference_canonical(odd) + "\n").encode()
+    unsorted = entries[5].model_copy(update={"checksums": {"sha256": "ab" * 32, "md5": "cd"}})
+    assert _canonical_lines([unsorted]) == (_reference_canonical(unsorted) + "\n").encode()
+    assert _canonical_lines([]) == b""
+    with pytest.raises(UnicodeEncodeError):  # as json.dumps(...).encode() always did
+        _canonical_lines([ManifestEntry(path="s", ref="s3://b/\ud800")])
+
+
 def test_batched_lines_are_model_dump_json_lines() -> None:
     entries = _variety()
     expected = b"".join(e.model_dump_json(exclude_none=True).encode() + b"\n" for e in entries)
@@ -344,3 +362,94 @@ def test_add_all_is_all_or_nothing_within_the_batch_too() -> None:
     with pytest.raises(UsageError, match="already taken"):
         m.add_all([entry("y"), entry("keep", size=99)])
     assert sorted(m.entries) == ["keep", "x"]
+    empty = Manifest()
+    with pytest.raises(UsageError, match="already taken"):
+        empty.add_all([entry("a"), entry("b"), entry("a", size=99)])
+    assert len(empty) == 0
+    with pytest.raises(UsageError, match="already taken"):
+        Manifest([entry("a"), entry("a", size=99)])
+
+
+# -- reftrack diff --------------------------------------------------------------------------
+
+
+def test_cli_diff_between_two_versions(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from reftrack.cli import app
+    from reftrack.registry import Registry
+
+    location = str(tmp_path / "registry.db")
+    registry = Registry(location)
+    try:
+        old = Manifest([entry("a"), entry("b"), entry("c")])
+        new = Manifest([entry("b", version="v2", etag="f" * 32), entry("c"), entry("d")])
+        for manifest in (old, new):
+            registry.log_version(project="p", name="data", type="dataset", manifest=manifest)
+    finally:
+        registry.close()
+    runner = CliRunner()
+    result = runner.invoke(app, ["--registry", location, "diff", "p/data:v0", "p/data:v1",
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert (data["old"], data["new"]) == ("p/data:v0", "p/data:v1")
+    assert (data["added"][0]["path"], data["removed"][0]["path"]) == ("d", "a")
+    assert data["changed"][0]["fields"] == ["version_id", "etag", "digest"]
+    assert data["changed"][0]["new"]["uri"] == "s3://bkt/b?versionId=v2"
+    assert (data["unchanged"], data["identical"]) == (1, False)
+    result = runner.invoke(app, ["--registry", location, "diff", "p/data:v0", "p/data:latest"])
+    assert result.exit_code == 0, result.output
+    assert "1 added, 1 removed, 1 changed, 1 unchanged" in result.output
+    assert "~ b  version_id v1 -> v2" in result.output
+    same = runner.invoke(app, ["--registry", location, "diff", "p/data:v1", "p/data:v1",
+                               "--json"])
+    assert json.loads(same.output)["identical"] is True
+    missing = runner.invoke(app, ["--registry", location, "diff", "p/data:v0", "p/data:v9"])
+    assert missing.exit_code == 4
+
+
+class _Text(str):
+    pass
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"path": "a", "ref": "s3://b/a"},
+    {"path": "a/b.txt", "ref": "s3://b/a/b.txt", "version_id": "v", "etag": "e" * 32,
+     "size": 3, "digest": "e" * 32, "last_modified": WHEN},
+    {"path": "a", "ref": "r", "last_modified": datetime(2024, 1, 1)},  # naive
+    {"path": "a", "ref": "r", "last_modified": "2024-01-01T00:00:00.5+02:00"},
+    {"path": "a", "ref": "r", "last_modified": "2024-01-01"},
+    {"path": "a", "ref": "r", "size": "3"},
+    {"path": "a", "ref": "r", "size": True},
+    {"path": "a", "ref": "r", "size": 2**70},
+    {"path": "a", "ref": "r", "checksums": {"sha256": "ab" * 32, "md5": "cd" * 16}},
+    {"path": "a", "ref": "r", "checksums": {}},
+    {"path": _Text("a"), "ref": "r"},
+    {"path": "a", "ref": "r", "etag": None, "digest": None},
+])
+def test_constructor_fast_path_builds_what_pydantic_builds(kwargs: dict[str, object]) -> None:
+    fast = ManifestEntry(**kwargs)  # type: ignore[arg-type]
+    slow = ManifestEntry.model_validate(kwargs)  # pydantic's own validation, no __init__
+    assert fast == slow
+    assert fast.model_dump() == slow.model_dump()
+    assert fast.model_dump_json() == slow.model_dump_json()
+    assert fast.model_fields_set == slow.model_fields_set
+    assert type(fast.path) is type(slow.path) and fast.canonical() == slow.canonical()
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"path": "../a", "ref": "r"},
+    {"path": "a", "ref": "r", "checksums": {"nope": "ab"}},
+    {"path": "a", "ref": "r", "checksums": {"md5": "AB"}},
+    {"path": "a", "ref": "r", "extra": 1},
+    {"path": "a"},
+    {"path": "a", "ref": "r", "size": "many"},
+    {"path": "a", "ref": "r", "last_modified": "yesterday"},
+])
+def test_constructor_fast_path_refuses_what_pydantic_refuses(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValidationError) as fast:
+        ManifestEntry(**kwargs)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError) as slow:
+        ManifestEntry.model_validate(kwargs)
+    assert fast.value.errors(include_context=False) == slow.value.errors(include_context=False)

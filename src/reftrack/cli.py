@@ -500,6 +500,55 @@ def _lineage(ctx: typer.Context, *, artifact: str, upstream: bool, downstream: b
         make_console().print(lineage_table(graph))
 
 
+@app.command("diff")
+@_handle_errors
+def diff_cmd(
+    ctx: typer.Context,
+    old: Annotated[str, typer.Argument(help="project/name:version_or_alias (before)")],
+    new: Annotated[str, typer.Argument(help="project/name:version_or_alias (after)")],
+    limit: Annotated[int, typer.Option(
+        "--limit", min=0, help="Entries shown per kind (0: all; --json always lists all).")]
+        = 20,
+    registry: RegistryOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """What changed from OLD to NEW: entries added, removed and changed (and what changed:
+    ref, version_id, etag, size, digest, checksums), and how many are unchanged. Reads the
+    registry only: no request to any bucket. Exit code 0 whether or not they differ."""
+    api = Api(settings=_settings(ctx, registry))
+    before, after = api.artifact(old), api.artifact(new)
+    diff = before.manifest.diff(after.manifest)
+    names = {"old": before.qualified_name, "new": after.qualified_name}
+    if as_json:
+        _print_json({
+            **names, **diff.summary, "identical": diff.identical,
+            "added": [{**e.model_dump(mode="json"), "uri": e.uri} for e in diff.added],
+            "removed": [{**e.model_dump(mode="json"), "uri": e.uri} for e in diff.removed],
+            "changed": [{"path": c.path, "fields": list(c.fields),
+                         "old": {**c.old.model_dump(mode="json"), "uri": c.old.uri},
+                         "new": {**c.new.model_dump(mode="json"), "uri": c.new.uri}}
+                        for c in diff.changed],
+        })
+        return
+    console = make_console()
+    counts = ", ".join(f"{n:,} {kind}" for kind, n in diff.summary.items())
+    console.print(f"{escape(names['old'])} -> {escape(names['new'])}: {counts}")
+    shown = limit or None
+    for mark, style, entries in (("+", "green", diff.added), ("-", "red", diff.removed)):
+        for entry in entries[:shown]:
+            console.print(f"[{style}]{mark}[/] {escape(entry.path)}  {escape(entry.uri)}")
+        if shown is not None and len(entries) > shown:
+            console.print(f"  ... {len(entries) - shown:,} more ({mark}); --limit 0 shows all")
+    for change in diff.changed[:shown]:
+        what = ", ".join(
+            f"{field} {getattr(change.old, field)!s} -> {getattr(change.new, field)!s}"
+            for field in change.fields
+        )
+        console.print(f"[yellow]~[/] {escape(change.path)}  {escape(what)}")
+    if shown is not None and len(diff.changed) > shown:
+        console.print(f"  ... {len(diff.changed) - shown:,} more (~); --limit 0 shows all")
+
+
 # The lifecycle commands (protect, unprotect, ttl, delete, restore, gc) live in
 # cli_lifecycle.py; importing it registers them on ``app``.
 from . import cli_lifecycle as _cli_lifecycle  # noqa: E402, F401

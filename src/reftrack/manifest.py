@@ -26,17 +26,15 @@ import io
 import json
 import operator
 import re
-from collections import deque
 from collections.abc import Iterable, Iterator
 from collections.abc import Set as AbstractSet
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
 from json.encoder import encode_basestring
 from typing import IO, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, field_validator
-from pydantic_core import from_json
+from pydantic_core import from_json, to_json
 
 from .checksums import KNOWN
 from .errors import ManifestError, UsageError
@@ -128,6 +126,17 @@ class ManifestEntry(BaseModel):
     def checksummed(self) -> bool:
         """False for ``checksum=False`` references: only the URI was recorded."""
         return self.etag is not None or self.digest is not None or self.size is not None
+
+    def __init__(self, /, **data: Any) -> None:
+        # The fast path for the millions of entries a listing gives: values that already
+        # have their final types, after the checks the validators make, skip pydantic's
+        # validation pass (it would return them as they are, ~3x slower); anything else goes
+        # through it, for its coercions and its errors.
+        values = _checked_values(data)
+        if values is None:
+            super().__init__(**data)
+        else:
+            _fill(self, values, data.keys())
 
     def model_post_init(self, context: Any, /) -> None:
         # Memory, for manifests of millions of entries: pydantic gives every instance its own
@@ -225,12 +234,13 @@ def _reference(entry: ManifestEntry) -> tuple[Any, ...]:
     return (entry.ref, entry.version_id, entry.etag, entry.size, entry.digest, entry.checksums)
 
 
-def _stored_entry(data: Any) -> ManifestEntry | None:
-    """The entry one parsed stored line describes, built without a pydantic validation
-    pass when every value already has its final type (a str, an int, a timestamp as written
-    by ``model_dump_json``) and the path is plainly safe: what pydantic would build, ~3x
-    faster. None whenever anything needs pydantic's judgement (coercion, an error)."""
-    if type(data) is not dict or not data.keys() <= _FIELD_NAMES:
+def _checked_values(data: dict[str, Any]) -> dict[str, Any] | None:
+    """Every field's value for ``data`` (None for fields not given), when each given value
+    already has its final type (a str; an int; a datetime, or a timestamp as
+    ``model_dump_json`` writes it; a dict of checksums) and passes the checks the validators
+    make (safe path, known lowercase-hex checksums): then pydantic's validation would return
+    these very values. None whenever anything needs its judgement (a coercion, an error)."""
+    if not data.keys() <= _FIELD_NAMES:
         return None
     values = {**_NO_VALUES, **data}  # every field, in the order pydantic keeps them
     path, ref, version_id, etag, size, digest, when, checksums = values.values()
@@ -238,7 +248,7 @@ def _stored_entry(data: Any) -> ManifestEntry | None:
             and type(etag) in _TEXT_TYPES and type(digest) in _TEXT_TYPES
             and type(size) in _SIZE_TYPES and _plainly_safe(path)):
         return None
-    if when is not None:
+    if when is not None and type(when) is not datetime:
         if type(when) is not str or not _TIMESTAMP.fullmatch(when):
             return None
         try:
@@ -256,11 +266,27 @@ def _stored_entry(data: Any) -> ManifestEntry | None:
             return None
     if etag is not None and digest == etag:
         values["digest"] = etag
-    entry = _new_object(ManifestEntry)  # as pydantic's own model_copy does
+    return values
+
+
+def _fill(entry: ManifestEntry, values: dict[str, Any], given: AbstractSet[str]) -> None:
+    """Set up ``entry`` as pydantic does (and as its own ``model_copy`` does)."""
     _set_attribute(entry, "__dict__", values)
-    _set_attribute(entry, "__pydantic_fields_set__", _shared_fields(data.keys()))
+    _set_attribute(entry, "__pydantic_fields_set__", _shared_fields(given))
     _set_attribute(entry, "__pydantic_extra__", None)
     _set_attribute(entry, "__pydantic_private__", None)
+
+
+def _stored_entry(data: Any) -> ManifestEntry | None:
+    """The entry one parsed stored line describes, without a pydantic pass when
+    :func:`_checked_values` allows; None when pydantic must judge the line."""
+    if type(data) is not dict:
+        return None
+    values = _checked_values(data)
+    if values is None:
+        return None
+    entry = _new_object(ManifestEntry)
+    _fill(entry, values, data.keys())
     return entry
 
 
@@ -296,8 +322,7 @@ class Manifest:
         self.entries: dict[str, ManifestEntry] = {}
         self.sources: list[ManifestSource] = list(sources)
         self._digest: str | None = None
-        for entry in entries:
-            self.add(entry)
+        self.add_all(entries)
 
     def _check(self, entry: ManifestEntry) -> None:
         existing = self.entries.get(entry.path)
@@ -317,23 +342,29 @@ class Manifest:
         """Add entries all or nothing: every path is checked, against the manifest and the
         other given entries, before any is added."""
         current = self.entries
-        staged: dict[str, ManifestEntry] = {}
-        for entry in entries:
-            path = entry.path
-            existing = staged.get(path)
-            if existing is None:
-                existing = current.get(path)
-            if existing is not None and existing is not entry and (
-                _reference(existing) != _reference(entry)
-            ):
-                raise UsageError(
-                    f"entry path {path!r} is already taken by {existing.uri}; cannot also "
-                    f"point it at {entry.uri}. Give one of the references another name=..."
-                )
-            staged[path] = entry
-        if staged:
+        # Into an empty manifest, straight in (undone by clearing it); else staged first.
+        staged: dict[str, ManifestEntry] = {} if current else current
+        try:
+            for entry in entries:
+                path = entry.path
+                existing = staged.get(path)
+                if existing is None and staged is not current:
+                    existing = current.get(path)
+                if existing is not None and existing is not entry and (
+                    _reference(existing) != _reference(entry)
+                ):
+                    raise UsageError(
+                        f"entry path {path!r} is already taken by {existing.uri}; cannot also "
+                        f"point it at {entry.uri}. Give one of the references another name=..."
+                    )
+                staged[path] = entry
+        except BaseException:
+            if staged is current:
+                current.clear()
+            raise
+        if staged is not current:
             current.update(staged)
-            self._digest = None
+        self._digest = None
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -351,8 +382,7 @@ class Manifest:
             h = hashlib.sha256(_DIGEST_PREFIX)
             entries = self.sorted_entries()
             for start in range(0, len(entries), _BATCH):
-                h.update("".join([e.canonical() + "\n"
-                                  for e in entries[start:start + _BATCH]]).encode())
+                h.update(_canonical_lines(entries[start:start + _BATCH]))
             self._digest = h.hexdigest()
         return self._digest
 
@@ -420,21 +450,9 @@ class Manifest:
         entries = self.sorted_entries()
         with gzip.GzipFile(fileobj=fileobj, mode="wb", mtime=0,
                            compresslevel=_GZIP_LEVEL) as gz:
-            if len(entries) <= _BATCH:
-                gz.write(header + _entry_lines(entries))
-                return
-            # zlib lets go of the GIL while it compresses: one thread compresses (and writes)
-            # a batch while this one serialises the next, in order, two batches ahead at most.
-            with ThreadPoolExecutor(max_workers=1,
-                                    thread_name_prefix="reftrack-manifest-gzip") as pool:
-                pending: deque[Future[int]] = deque([pool.submit(gz.write, header)])
-                for start in range(0, len(entries), _BATCH):
-                    lines = _entry_lines(entries[start:start + _BATCH])
-                    if len(pending) >= 2:
-                        pending.popleft().result()
-                    pending.append(pool.submit(gz.write, lines))
-                for done in pending:
-                    done.result()
+            gz.write(header)
+            for start in range(0, len(entries), _BATCH):
+                gz.write(_entry_lines(entries[start:start + _BATCH]))
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
@@ -521,6 +539,42 @@ def _entry_lines(entries: list[ManifestEntry]) -> bytes:
     return data
 
 
+def _canonical_lines(entries: list[ManifestEntry]) -> bytes:
+    """``canonical() + "\\n"`` of each entry, UTF-8: the digest's input for a batch, made
+    by one ``to_json`` call over plain dicts (keys in sorted order), whose text for str, int
+    and None values is ``json.dumps``'s character for character. Entries holding anything
+    else (``model_construct``) take the per-entry way."""
+    rows: list[dict[str, Any]] = []
+    for entry in entries:
+        values = entry.__dict__
+        digest, etag, path, ref, size, version_id, checksums = (
+            values["digest"], values["etag"], values["path"], values["ref"], values["size"],
+            values["version_id"], values["checksums"],
+        )
+        if not (type(path) is str and type(ref) is str and type(size) in _SIZE_TYPES
+                and type(digest) in _TEXT_TYPES and type(etag) in _TEXT_TYPES
+                and type(version_id) in _TEXT_TYPES):
+            return "".join([e.canonical() + "\n" for e in entries]).encode()
+        row = {"digest": digest, "etag": etag, "path": path, "ref": ref, "size": size,
+               "version_id": version_id}
+        if checksums:
+            if type(checksums) is not dict or not all(
+                type(k) is str and type(v) is str for k, v in checksums.items()
+            ):
+                return "".join([e.canonical() + "\n" for e in entries]).encode()
+            row = {"checksums": dict(sorted(checksums.items())), **row}
+        rows.append(row)
+    try:
+        data = to_json(rows)[1:-1]
+    except ValueError:  # (a lone surrogate): per entry, which raises as it always did
+        return "".join([e.canonical() + "\n" for e in entries]).encode()
+    data = data.replace(b'},{"digest":', b'}\n{"digest":')
+    data = data.replace(b'},{"checksums":', b'}\n{"checksums":') + b"\n"
+    if data.count(b"\n") != len(entries):  # (no entries)
+        return "".join([e.canonical() + "\n" for e in entries]).encode()
+    return data
+
+
 def _line_blocks(stream: io.BufferedIOBase) -> Iterator[list[bytes]]:
     """The lines of ``stream`` (without their newlines), a block of ``_BLOCK`` bytes at a
     time."""
@@ -604,7 +658,7 @@ class _StoredReader:
             ):
                 self.ascending = False
             if self.ascending:
-                self._hash.update("".join([e.canonical() + "\n" for e in entries]).encode())
+                self._hash.update(_canonical_lines(entries))
             self._last = paths[-1]
             self.count += len(entries)
         return entries
