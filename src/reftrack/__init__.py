@@ -38,7 +38,7 @@ from .errors import (
 )
 from .lifecycle import GCReport
 from .lineage import LineageGraph, PinnedReference, SourceVersion
-from .manifest import Manifest, ManifestEntry
+from .manifest import EntryChange, Manifest, ManifestDiff, ManifestEntry
 from .protection import ProtectionFailed, ProtectReport
 from .run import Run, Summary, current_run, finish, init, log, log_artifact, use_artifact
 from .settings import Settings
@@ -72,12 +72,14 @@ __all__ = [
     "DownloadFailed",
     "DownloadPath",
     "DownloadReport",
+    "EntryChange",
     "EntryResult",
     "GCReport",
     "IntegrityError",
     "InvalidURIError",
     "LineageGraph",
     "Manifest",
+    "ManifestDiff",
     "ManifestEntry",
     "ManifestError",
     "MissingBackend",
