@@ -354,3 +354,25 @@ def test_gc_on_an_s3_blob_store_keeps_shared_blobs(s3: Any, bucket: str,
     left = blob_versions()
     assert own0 not in left and shared in left  # every version of the own blob is gone
     assert reftrack.Api(settings=settings).artifact("lc/ds:v1").verify(deep=True).passed
+
+
+def test_add_dir_leases_its_blobs_in_one_transaction(settings: reftrack.Settings,
+                                                     tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from reftrack.registry import Registry
+
+    calls: list[int] = []
+    real = Registry.lease_blobs
+
+    def spy(self: Registry, store: str, sha256s: list[str]) -> None:
+        calls.append(len(sha256s))
+        real(self, store, sha256s)
+
+    monkeypatch.setattr(Registry, "lease_blobs", spy)
+    src = tmp_path / "many"
+    src.mkdir()
+    for i in range(20):
+        (src / f"f{i}").write_bytes(f"file {i}".encode())
+    art = reftrack.Artifact("dir", type="code", settings=settings)
+    art.add_dir(src)
+    assert calls == [20] and len(art.manifest) == 20  # one write, not one per file

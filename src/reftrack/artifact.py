@@ -365,7 +365,7 @@ class Artifact:
         entry_path = check_entry_path(name, what="name") if name is not None else \
             check_entry_path(os.path.basename(path), what=f"the file name of {path}")
         store = BlobStore.from_settings(self._ctx.settings, self._ctx.backends,
-                                       lease=self._lease_blob)
+                                       lease=self._lease_blobs)
         blob = store.put_many([path], progress)[0]
         entry = blob.entry(entry_path)
         self.manifest.add_all([entry])
@@ -402,7 +402,7 @@ class Artifact:
             paths.append(check_entry_path(f"{name}/{rel}" if name else rel,
                                           what=f"{stat.key!r} gives entry path"))
         store = BlobStore.from_settings(self._ctx.settings, self._ctx.backends,
-                                       lease=self._lease_blob)
+                                       lease=self._lease_blobs)
         blobs = store.put_many([stat.key for stat in files], progress)
         entries = [blob.entry(entry_path) for blob, entry_path in zip(blobs, paths, strict=True)]
         self.manifest.add_all(entries)
@@ -562,9 +562,9 @@ class Artifact:
 
         return [Run(self._ctx, r) for r in self._ctx.registry.version_users(self._logged().id)]
 
-    def _lease_blob(self, store: str, sha256: str) -> None:
-        """Opens the registry only when a blob is actually stored (after the store checks)."""
-        self._ctx.registry.lease_blob(store, sha256)
+    def _lease_blobs(self, store: str, sha256s: list[str]) -> None:
+        """Opens the registry only when blobs are actually stored (after the store checks)."""
+        self._ctx.registry.lease_blobs(store, sha256s)
 
     def lineage(
         self, direction: Direction = "both", depth: int | None = None

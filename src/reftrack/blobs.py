@@ -109,10 +109,10 @@ class BlobStore:
         backends: Backends,
         *,
         concurrency: int = 32,
-        lease: Callable[[str, str], None] | None = None,
+        lease: Callable[[str, list[str]], None] | None = None,
     ) -> None:
-        """``lease(store, sha256)`` is called for every blob after hashing and *before* it
-        is looked for or uploaded: the registry then keeps that blob from ``gc`` until the
+        """``lease(store, sha256s)`` is called for the blobs after hashing and *before* they
+        are looked for or uploaded: the registry then keeps that blob from ``gc`` until the
         version using it is logged (see :mod:`reftrack.lifecycle`)."""
         self._lease = lease
         self.root = _parse_root(url)
@@ -131,7 +131,7 @@ class BlobStore:
         cls,
         settings: Settings,
         backends: Backends,
-        lease: Callable[[str, str], None] | None = None,
+        lease: Callable[[str, list[str]], None] | None = None,
     ) -> BlobStore:
         """``settings.blob_store``, else the default next to the registry; a
         :class:`UsageError` when there is neither."""
@@ -176,7 +176,32 @@ class BlobStore:
 
     def put(self, path: str | os.PathLike[str], progress: Progress | None = None) -> Blob:
         """Store the local file ``path`` (unless the store already holds its bytes)."""
-        source = RefURI("file", "", os.path.abspath(os.path.expanduser(os.fspath(path))))
+        return self.put_many([os.fspath(path)], progress, _bar=False)[0]
+
+    def put_many(
+        self, paths: Iterable[str], progress: Progress | None = None, *, _bar: bool = True
+    ) -> list[Blob]:
+        """Store each path, concurrently; the blobs in the same order. Every file is hashed
+        first, then all their blobs are leased in one registry transaction (not one per
+        file), then each is looked for and uploaded only when missing."""
+        paths = list(paths)
+        progress = progress or NullProgress()
+        if _bar:
+            total = sum(_size(p) for p in paths)
+            progress.start(f"storing {len(paths)} file(s)", total=total or None, unit="bytes")
+        try:
+            workers = max(1, min(self._concurrency, len(paths)))
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                hashed = list(pool.map(lambda p: self._hash(p, progress), paths))
+                if self._lease is not None:
+                    self._lease(self.store_id, sorted({h.sha256 for h in hashed}))
+                return list(pool.map(self._store, hashed))
+        finally:
+            if _bar:
+                progress.finish()
+
+    def _hash(self, path: str, progress: Progress) -> _Hashed:
+        source = RefURI("file", "", os.path.abspath(os.path.expanduser(path)))
         self._local.stat(source)  # a regular file: refuses directories, FIFOs and devices
         with self._local.open(source) as reader:
             digests, size = hash_reader(reader, _HASHES, progress)
@@ -187,35 +212,30 @@ class BlobStore:
                 "hashed; add it again once it is stable",
                 expected=opened.size, actual=size, uri=str(source),
             )
-        sha256 = digests[BLOB_ALGORITHM]
-        target = self.uri_for(sha256)
-        if self._lease is not None:
-            self._lease(self.store_id, sha256)
+        return _Hashed(source, digests, size, digests[BLOB_ALGORITHM])
+
+    def _store(self, hashed: _Hashed) -> Blob:
+        target = self.uri_for(hashed.sha256)
         try:
             found: ObjectStat | None = self._backend.stat(target)
         except ObjectNotFound:
             found = None  # missing, or its current version is a delete marker
-        if found is not None and _holds(found, size, digests):
-            return Blob(found, sha256, size, stored=False)
+        if found is not None and _holds(found, hashed.size, hashed.digests):
+            return Blob(found, hashed.sha256, hashed.size, stored=False)
         # Missing, or other bytes under the name (a damaged blob): store it (again).
-        with self._local.open(source) as reader:
-            stored = self._writer.put(target, reader, size=size, checksums=digests)
-        return Blob(stored, sha256, size, stored=True)
+        with self._local.open(hashed.source) as reader:
+            stored = self._writer.put(target, reader, size=hashed.size, checksums=hashed.digests)
+        return Blob(stored, hashed.sha256, hashed.size, stored=True)
 
-    def put_many(
-        self, paths: Iterable[str], progress: Progress | None = None
-    ) -> list[Blob]:
-        """:meth:`put` for each path, concurrently; the blobs in the same order."""
-        paths = list(paths)
-        progress = progress or NullProgress()
-        total = sum(_size(p) for p in paths)
-        progress.start(f"storing {len(paths)} file(s)", total=total or None, unit="bytes")
-        try:
-            workers = max(1, min(self._concurrency, len(paths)))
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                return list(pool.map(lambda p: self.put(p, progress), paths))
-        finally:
-            progress.finish()
+
+@dataclass(frozen=True, slots=True)
+class _Hashed:
+    """A local file read once: its digests, before the blob store is asked about it."""
+
+    source: RefURI
+    digests: dict[str, str]
+    size: int
+    sha256: str
 
 
 def absolute_local_path(local_path: str | os.PathLike[str], method: str) -> str:

@@ -230,14 +230,21 @@ class LifecycleStore:
 
     # -- blob leases --------------------------------------------------------------------------
 
-    def lease_blob(self, store: str, sha256: str) -> None:
-        """Keep blob ``sha256`` of ``store`` from gc for the grace period: taken by
-        ``add_file`` *before* it looks for or uploads the blob (see :meth:`purge_plan`)."""
+    def lease_blobs(self, store: str, sha256s: list[str]) -> None:
+        """Keep these blobs of ``store`` from gc for the grace period, in one transaction:
+        taken by ``add_file``/``add_dir`` *before* they look for or upload the blobs (see
+        :meth:`purge_plan`)."""
+        if not sha256s:
+            return
+        now = self._now()
         with self._write() as conn:
-            conn.execute(t.blob_leases.delete().where(
-                t.blob_leases.c.store == store, t.blob_leases.c.sha256 == sha256))
-            conn.execute(t.blob_leases.insert().values(store=store, sha256=sha256,
-                                                       leased_at=self._now()))
+            for start in range(0, len(sha256s), 500):  # bounded IN lists (SQLite's limit)
+                conn.execute(t.blob_leases.delete().where(
+                    t.blob_leases.c.store == store,
+                    t.blob_leases.c.sha256.in_(sha256s[start:start + 500])))
+            conn.execute(t.blob_leases.insert(), [
+                {"store": store, "sha256": sha, "leased_at": now} for sha in sha256s
+            ])
 
     # -- garbage collection -------------------------------------------------------------------
 
