@@ -264,3 +264,23 @@ def test_version_1_registry_is_upgraded_in_place(tmp_path: Any) -> None:
     resumed, again = reg.create_run(project="p", run_id="old1", resume="allow")
     assert again and resumed.state == "running"
     assert reg.log_history(resumed.pk, {"acc": 0.5}, None).summary == {"acc": 0.5}
+
+
+def test_a_writer_locked_out_gets_a_clear_error(tmp_path: Any) -> None:
+    """SQLITE_BUSY after the busy timeout becomes a BackendError naming the registry."""
+    from reftrack.errors import BackendError
+
+    reg = Registry(str(tmp_path / "r.db"))
+    holder = sa.create_engine(f"sqlite:///{tmp_path / 'r.db'}")
+    with holder.connect() as conn:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")  # another process holds the write lock
+        reg.engine.dispose()
+
+        @sa.event.listens_for(reg.engine, "connect")
+        def quick(dbapi_connection: Any, _record: Any) -> None:  # wait 0.1 s, not 30 s
+            dbapi_connection.execute("PRAGMA busy_timeout=100")
+
+        with pytest.raises(BackendError, match="stayed locked by another writer") as info:
+            reg.create_run(project="p")
+        assert "r.db" in str(info.value)
+        conn.exec_driver_sql("ROLLBACK")

@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from ..errors import ManifestError, NotFound, UsageError
+from ..errors import BackendError, ManifestError, NotFound, UsageError
 from ..manifest import Manifest
 from . import schema as t
 from .lifecycle import LifecycleStore, visible
@@ -29,6 +29,7 @@ from .verifications import VerificationStore
 __all__ = ["ArtifactSummary", "Registry", "RunRecord", "VersionRecord"]
 
 CHUNK_BYTES = 4 * 1024 * 1024
+_SQLITE_BUSY = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
 SPOOL_BYTES = CHUNK_BYTES
 """A stored manifest larger than this goes through a temporary file, not memory (a
 1,000,000-entry manifest is ~70 MB of gzip: it would add that to the peak RSS)."""
@@ -158,11 +159,21 @@ class Registry(RunStore, LifecycleStore, VerificationStore):
     @contextmanager
     def _write(self) -> Iterator[Connection]:
         """A write transaction. On SQLite it takes the write lock at once (BEGIN IMMEDIATE),
-        so concurrent writers queue instead of racing."""
-        with self.engine.connect() as conn:
-            conn.execution_options(reftrack_write=True)
-            with conn.begin():
-                yield conn
+        so concurrent writers queue instead of racing. A writer that waited longer than the
+        busy timeout (30 s) gets a clear error instead of a driver traceback."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execution_options(reftrack_write=True)
+                with conn.begin():
+                    yield conn
+        except sa.exc.OperationalError as exc:
+            if getattr(exc.orig, "sqlite_errorcode", None) not in _SQLITE_BUSY:
+                raise
+            raise BackendError(
+                f"registry {self.location} stayed locked by another writer for 30 s (a long "
+                "`reftrack gc`, or another process logging); retry when it has finished",
+                self.location,
+            ) from exc
 
     # -- projects and artifacts -------------------------------------------------------------
 
