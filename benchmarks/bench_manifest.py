@@ -54,6 +54,7 @@ import sqlalchemy as sa
 
 from reftrack.backends import ObjectStat
 from reftrack.manifest import Manifest, ManifestEntry
+from reftrack.manifest_entry import Row, row_of
 from reftrack.progress import NullProgress
 from reftrack.references import reference_prefix
 from reftrack.registry import Registry
@@ -132,7 +133,7 @@ def build(bucket: SyntheticBucket) -> Manifest:
         original=prefix, hint="",
     )
     manifest = Manifest()
-    manifest.add_all(entries)
+    manifest.add_rows(entries)
     manifest.sources.append(source)
     return manifest
 
@@ -156,26 +157,24 @@ def derive(manifest: Manifest) -> tuple[Manifest, dict[str, int]]:
     removed = len(range(3, len(manifest), REMOVED_EVERY))
     changed = len(range(7, len(manifest), CHANGED_EVERY))
 
-    def entries() -> Iterator[ManifestEntry]:
-        for i, entry in enumerate(manifest.sorted_entries()):
+    def rows() -> Iterator[Row]:
+        for i, row in enumerate(manifest.sorted_rows()):
             if i % REMOVED_EVERY == 3:
                 continue
             if i % CHANGED_EVERY == 7:
                 etag = f"{i:032x}"
-                entry = entry.model_copy(
-                    update={"version_id": f"{i:032x}".replace("0", "v"), "etag": etag,
-                            "digest": etag}
-                )
-            yield entry
+                row = (row[0], row[1], f"{i:032x}".replace("0", "v"), etag, row[4], etag,
+                       row[6], row[7])
+            yield row
         for i in range(removed):
-            yield ManifestEntry(
+            yield row_of(ManifestEntry(
                 path=f"shard-new/part-{i:07d}.parquet",
                 ref=f"s3://{BUCKET}/{PREFIX}shard-new/part-{i:07d}.parquet",
                 version_id=f"{i:032x}", etag=f"{i:032x}", size=i, digest=f"{i:032x}",
-            )
+            ))
 
     second = Manifest(sources=manifest.sources)
-    second.add_all(entries())
+    second.add_rows(list(rows()))
     return second, {"added": removed, "removed": removed, "changed": changed,
                     "unchanged": len(manifest) - removed - changed}
 

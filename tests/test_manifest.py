@@ -24,7 +24,7 @@ def test_wandb_shapes() -> None:
     assert parse_uri(e.uri).version_id == "3/L4kqtJlcpXroDTDm"
     assert e.digest == e.etag and e.size == 3
     m = Manifest([e])
-    assert m.entries["a.png"] is e
+    assert m.entries["a.png"] == e  # (built from the manifest's compact row when asked for)
 
 
 def test_digest_is_order_independent_and_covers_version_ids() -> None:
@@ -66,7 +66,9 @@ def test_round_trip_is_gzip_json_lines_with_header() -> None:
     assert header["format"] == "reftrack.manifest"
     assert header["schema_version"] == SCHEMA_VERSION
     assert header["digest"] == m.digest and header["entries"] == 2
-    assert [json.loads(line)["path"] for line in lines[1:]] == ["a", "b"]
+    assert header["fields"] == ["path", "ref", "version_id", "etag", "size", "digest",
+                                "last_modified", "checksums"]
+    assert [json.loads(line)[0] for line in lines[1:]] == ["a", "b"]  # an array per entry
     back = Manifest.from_bytes(data)
     assert back.digest == m.digest
     assert back.sources == [src]
@@ -84,7 +86,7 @@ def test_corrupt_manifests_are_detected() -> None:
     data = Manifest([entry("a"), entry("b")]).to_bytes()
     with pytest.raises(ManifestError, match="truncated"):
         Manifest.from_bytes(_rewrite(data, lambda ls: ls[:2]))
-    tampered = _rewrite(data, lambda ls: [ls[0], ls[1].replace('"size":3', '"size":4'), ls[2]])
+    tampered = _rewrite(data, lambda ls: [ls[0], ls[1].replace(',3,', ',4,'), ls[2]])
     with pytest.raises(ManifestError, match="corrupt"):
         Manifest.from_bytes(tampered)
     with pytest.raises(ManifestError, match="unreadable"):
@@ -95,7 +97,7 @@ def test_corrupt_manifests_are_detected() -> None:
     newer = _rewrite(data, lambda ls: [ls[0].replace(current, '"schema_version":99'), *ls[1:]])
     with pytest.raises(ManifestError, match="upgrade reftrack"):
         Manifest.from_bytes(newer)
-    evil = _rewrite(data, lambda ls: [ls[0], ls[1].replace('"path":"a"', '"path":"../a"'), ls[2]])
+    evil = _rewrite(data, lambda ls: [ls[0], ls[1].replace('["a"', '["../a"'), ls[2]])
     with pytest.raises(ManifestError, match="invalid entry"):
         Manifest.from_bytes(evil)
 
@@ -141,3 +143,37 @@ def test_schema_1_manifests_still_read_with_the_same_digest() -> None:
                          + "\n").encode())
     m = Manifest.from_bytes(old)
     assert m.digest == digest and m.entries["a"] == e
+
+
+def test_schema_2_manifests_an_object_per_line_still_read() -> None:
+    """Manifests written before schema 3 (an object per line, fields left out when None)
+    read as they are, with the digest they always had."""
+    entries = [entry("a", version=None), entry("b"),
+               ManifestEntry(path="c", ref="file:///c", size=1, digest="ab" * 32,
+                             checksums={"sha256": "ab" * 32})]
+    digest = Manifest(entries).digest
+    header = {"format": "reftrack.manifest", "schema_version": 2, "digest": digest,
+              "entries": 3, "sources": []}
+    lines = [json.dumps(header)] + [e.model_dump_json(exclude_none=True) for e in entries]
+    back = Manifest.from_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    assert back.digest == digest
+    assert back.sorted_entries() == entries
+    assert list(Manifest.stream(io.BytesIO(gzip.compress(("\n".join(lines) + "\n").encode())))
+                ) == entries
+
+
+def test_schema_3_lines_of_the_wrong_shape_name_the_line() -> None:
+    data = Manifest([entry("a"), entry("b")]).to_bytes()
+    short = _rewrite(data, lambda ls: [ls[0], ls[1], '["b","s3://bkt/b"]'])
+    with pytest.raises(ManifestError, match="line 3: invalid entry .*array"):
+        Manifest.from_bytes(short)
+    bad_size = _rewrite(data, lambda ls: [ls[0], ls[1], ls[2].replace(",3,", ',"many",')])
+    with pytest.raises(ManifestError, match="line 3: invalid entry"):
+        Manifest.from_bytes(bad_size)
+    unsafe = _rewrite(data, lambda ls: [ls[0], ls[1], ls[2].replace('["b"', '["../b"')])
+    with pytest.raises(ManifestError, match="(?s)line 3: invalid entry.*safe relative path"):
+        Manifest.from_bytes(unsafe)
+    other_fields = _rewrite(data, lambda ls: [ls[0].replace('"fields":["path"',
+                                                            '"fields":["name"'), *ls[1:]])
+    with pytest.raises(ManifestError, match="header fields"):
+        Manifest.from_bytes(other_fields)

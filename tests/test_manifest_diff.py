@@ -15,21 +15,23 @@ import pytest
 from pydantic import ValidationError
 
 from reftrack.errors import ManifestError, UsageError
-from reftrack.manifest import (  # and the fast paths: _entry_lines...
+from reftrack.manifest import (
     EntryChange,
     Manifest,
     ManifestDiff,
     ManifestEntry,
     ManifestSource,
-    _canonical_lines,
-    _entry_lines,
-    _plainly_safe,
-    _stored_entry,
     diff_entries,
 )
+from reftrack.manifest_entry import FIELDS, _plainly_safe, _stored_entry, entry_of, row_of
+from reftrack.manifest_store import canonical_lines, entry_lines
 from reftrack.uri import check_entry_path
 
 WHEN = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
+
+
+def _canonical_lines(entries: list[ManifestEntry]) -> bytes:
+    return canonical_lines([row_of(e) for e in entries])
 
 
 def entry(path: str, version: str | None = "v1", etag: str | None = "e" * 32, size: int = 3,
@@ -145,7 +147,7 @@ def test_stream_checks_count_and_digest_at_the_end() -> None:
     truncated = _gz_lines(lines[:2])
     with pytest.raises(ManifestError, match="truncated"):
         list(Manifest.stream(io.BytesIO(truncated)))
-    tampered = _gz_lines([lines[0], lines[1].replace('"size":3', '"size":4'), lines[2]])
+    tampered = _gz_lines([lines[0], lines[1].replace(',3,', ',4,'), lines[2]])
     with pytest.raises(ManifestError, match="corrupt"):
         list(Manifest.stream(io.BytesIO(tampered)))
     with pytest.raises(ManifestError, match="unreadable"):
@@ -280,11 +282,23 @@ def test_batched_canonical_lines_are_the_per_entry_ones() -> None:
         _canonical_lines([ManifestEntry(path="s", ref="s3://b/\ud800")])
 
 
-def test_batched_lines_are_model_dump_json_lines() -> None:
+def test_stored_lines_are_arrays_of_the_fields_and_read_back() -> None:
     entries = _variety()
-    expected = b"".join(e.model_dump_json(exclude_none=True).encode() + b"\n" for e in entries)
-    assert _entry_lines(entries) == expected
-    assert _entry_lines([]) == b""
+    data = entry_lines([row_of(e) for e in entries])
+    lines = data.decode().split("\n")[:-1]
+    assert len(lines) == len(entries)
+    for e, line in zip(entries, lines, strict=True):
+        dumped = e.model_dump(mode="json")  # pydantic's own JSON values, datetimes included
+        assert json.loads(line) == [dumped[f] for f in FIELDS]
+        assert entry_of(row_of(e)) == e
+    assert entry_lines([]) == b""
+    # a path whose text looks like a row boundary: written one row at a time, still right
+    tricky = [entry("x],[\"y"), entry("z")]
+    assert json.loads(entry_lines([row_of(e) for e in tricky]).split(b"\n")[0])[0] == 'x],["y'
+    m = Manifest(entries[:-1])  # (the last is the first with size=True: the same path)
+    back = Manifest.from_bytes(m.to_bytes())
+    assert back.digest == m.digest
+    assert back.sorted_entries() == m.sorted_entries()
 
 
 def test_stored_entries_are_what_pydantic_builds() -> None:

@@ -13,9 +13,9 @@ from .backends import ObjectStat
 from .blobs import BlobStore, absolute_local_path
 from .context import Context
 from .errors import NotFound, ObjectNotFound, UsageError
-from .manifest import Manifest, ManifestEntry, ManifestSource
+from .manifest import EntryList, Manifest, ManifestEntry, ManifestSource
 from .progress import NullProgress, Progress
-from .references import hash_entries, reference_object, reference_prefix
+from .references import hash_rows, reference_object, reference_prefix
 from .registry import VersionRecord, check_json, check_name
 from .registry.store import UNSET, Unset
 from .registry.verifications import StoredResult
@@ -269,7 +269,7 @@ class Artifact:
         *,
         server_checksums: bool = False,
         progress: Progress | None = None,
-    ) -> list[ManifestEntry]:
+    ) -> EntryList:
         """Reference an object or every object under a prefix, without copying anything.
 
         - ``s3://b/key`` or ``s3://b/key?versionId=...``: that object, that exact version;
@@ -288,7 +288,7 @@ class Artifact:
           them with the server's without reading the bytes;
         - more than ``max_objects`` objects is an error, never a silent truncation.
 
-        Returns the entries added.
+        Returns the entries added (a sequence of :class:`ManifestEntry`).
         """
         self._require_unlogged("add references to")
         if not isinstance(checksum, bool):
@@ -325,18 +325,18 @@ class Artifact:
                 if exc.delete_marker:
                     hint = f" ({ref} itself is deleted: its current version is a delete marker)"
         if stat is not None:
-            entries, source = reference_object(backend, stat, name, checksum)
+            rows, source = reference_object(backend, stat, name, checksum)
         else:
             prefix = ref if ref.is_dir_like else ref.child(ref.key + "/")
-            entries, source = reference_prefix(
+            rows, source = reference_prefix(
                 backend, prefix, name, checksum, limit, progress, original=ref, hint=hint,
                 server_checksums=server_checksums,
             )
         if checksum and backend.hashes_content:
-            entries = hash_entries(backend, entries, progress, self._ctx.settings.concurrency)
-        self.manifest.add_all(entries)
+            rows = hash_rows(backend, rows, progress, self._ctx.settings.concurrency)
+        self.manifest.add_rows(rows)
         self.manifest.sources.append(source)
-        return entries
+        return EntryList(rows)
 
     # -- managed files ------------------------------------------------------------------------
 

@@ -17,11 +17,11 @@ from typing import Protocol, runtime_checkable
 from .backends import Backend, ObjectStat
 from .errors import IntegrityError, ObjectNotFound, UsageError
 from .integrity import hash_reader
-from .manifest import ManifestEntry, ManifestSource
+from .manifest_entry import ManifestSource, Row, check_paths, row_for
 from .progress import Progress
 from .uri import RefURI, check_entry_path, parse_uri
 
-__all__ = ["entry_for", "hash_entries", "reference_object", "reference_prefix"]
+__all__ = ["hash_rows", "reference_object", "reference_prefix", "row_for"]
 
 _PROGRESS_EVERY = 500
 
@@ -33,13 +33,14 @@ class _ChecksumScanner(Protocol):
     def scan_with_checksums(self, prefix: RefURI) -> Iterator[ObjectStat]: ...
 
 
-def hash_entries(
-    backend: Backend, entries: list[ManifestEntry], progress: Progress, concurrency: int
-) -> list[ManifestEntry]:
+def hash_rows(
+    backend: Backend, rows: list[Row], progress: Progress, concurrency: int
+) -> list[Row]:
     """Stream each object once and record its sha256 (local files, HTTP), concurrently."""
 
-    def one(entry: ManifestEntry) -> ManifestEntry:
-        ref = parse_uri(entry.ref)
+    def one(row: Row) -> Row:
+        path, ref_text, _, etag, _, _, last_modified, _ = row
+        ref = parse_uri(ref_text)
         with backend.open(ref) as reader:
             checksums, received = hash_reader(reader, ["sha256"], progress)
             opened = reader.stat
@@ -49,23 +50,23 @@ def hash_entries(
                 "being hashed; reference it again once it is stable",
                 expected=opened.size, actual=received, uri=str(ref),
             )
-        stat = replace(opened, size=received, etag=opened.etag or entry.etag,
-                       last_modified=opened.last_modified or entry.last_modified,
+        stat = replace(opened, size=received, etag=opened.etag or etag,
+                       last_modified=opened.last_modified or last_modified,
                        checksums=checksums)
-        return entry_for(entry.path, stat, True)
+        return row_for(path, stat, True)
 
-    total = sum(e.size or 0 for e in entries)
-    progress.start(f"hashing {len(entries)} file(s)", total=total or None, unit="bytes")
+    total = sum(row[4] or 0 for row in rows)
+    progress.start(f"hashing {len(rows)} file(s)", total=total or None, unit="bytes")
     try:
-        workers = max(1, min(concurrency, len(entries)))
+        workers = max(1, min(concurrency, len(rows)))
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(one, entries))
+            return list(pool.map(one, rows))
     finally:
         progress.finish()
 
 def reference_object(
     backend: Backend, stat: ObjectStat, name: str | None, checksum: bool
-) -> tuple[list[ManifestEntry], ManifestSource]:
+) -> tuple[list[Row], ManifestSource]:
     ref = stat.uri
     key = ref.key.partition("?")[0] if ref.scheme in ("http", "https") else ref.key
     path = name if name is not None else check_entry_path(
@@ -75,7 +76,7 @@ def reference_object(
         uri=str(ref), kind="object", name=name, entries=1, listed=1,
         versioning=backend.versioning(ref.bucket), checksum=checksum,
     )
-    return [entry_for(path, stat, checksum)], source
+    return [row_for(path, stat, checksum)], source
 
 def reference_prefix(
     backend: Backend,
@@ -88,17 +89,23 @@ def reference_prefix(
     original: RefURI,
     hint: str,
     server_checksums: bool = False,
-) -> tuple[list[ManifestEntry], ManifestSource]:
+) -> tuple[list[Row], ManifestSource]:
     """Every current object under ``prefix``, from one bulk listing; with
     ``server_checksums=True`` and a store whose listings carry no checksum values (S3), plus
     one HEAD per object for them."""
     versioning = backend.versioning(prefix.bucket)
-    entries: list[ManifestEntry] = []
+    entries: list[Row] = []
     listed = 0
     markers = 0
     stats = (backend.scan_with_checksums(prefix)
              if server_checksums and checksum and isinstance(backend, _ChecksumScanner)
              else backend.scan(prefix, all_versions=True))
+    # The loop runs once per object (millions): the common row (a bucket object without
+    # checksum values, a key needing no quoting) is built inline, what row_for would build.
+    cut = len(prefix.key)
+    head = (f"{prefix.scheme}://{prefix.bucket}/" if prefix.scheme in ("s3", "gs") else None)
+    name_slash = f"{name}/" if name else ""
+    add = entries.append
     progress.start(f"listing {prefix}", total=None, unit="objects")
     try:
         for stat in stats:
@@ -107,7 +114,9 @@ def reference_prefix(
                 progress.advance(_PROGRESS_EVERY)
             if not stat.is_latest or stat.is_delete_marker:
                 continue
-            rel = stat.key[len(prefix.key):]
+            uri = stat.uri
+            key = uri.key
+            rel = key[cut:]
             if rel == "" or rel.endswith("/"):
                 markers += 1  # a zero-byte "directory marker", not a file
                 continue
@@ -117,12 +126,18 @@ def reference_prefix(
                     f"at {len(entries) + 1}); raise the limit with max_objects=... "
                     "(--max-objects) or reference a narrower prefix"
                 )
-            path = check_entry_path(
-                f"{name}/{rel}" if name else rel, what=f"key {stat.key!r} gives entry path"
-            )
-            entries.append(entry_for(path, stat, checksum))
+            if (checksum and head is not None and not stat.checksums
+                    and "%" not in key and "?" not in key and "#" not in key):
+                etag = stat.etag
+                add((name_slash + rel, head + key, uri.version_id, etag, stat.size,
+                     etag or None, stat.last_modified, None))
+            else:
+                add(row_for(name_slash + rel, stat, checksum))
     finally:
         progress.finish()
+    skip = len(name) + 1 if name else 0
+    check_paths([row[0] for row in entries],  # all at once: C-speed tests
+                lambda i: f"key {prefix.key + entries[i][0][skip:]!r} gives entry path")
     if not entries:
         where = f"{original} is not an object, and there are no objects under {prefix}"
         if original == prefix:
@@ -136,19 +151,3 @@ def reference_prefix(
         versioning=versioning, checksum=checksum, skipped_markers=markers,
     )
     return entries, source
-
-
-def entry_for(path: str, stat: ObjectStat, checksum: bool) -> ManifestEntry:
-    if not checksum:
-        return ManifestEntry(path=path, ref=stat.uri.base)
-    checksums = dict(stat.checksums) or None
-    return ManifestEntry(
-        path=path,
-        ref=stat.uri.base,
-        version_id=stat.version_id,
-        etag=stat.etag,
-        size=stat.size,
-        digest=stat.etag or (checksums or {}).get("sha256"),
-        last_modified=stat.last_modified,
-        checksums=checksums,
-    )
