@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import operator
 import re
 from collections.abc import Iterable, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
@@ -58,6 +59,7 @@ __all__ = [
     "diff_entries",
 ]
 
+_path_of = operator.itemgetter(0)
 BLOB_LAYOUT = re.compile(r"^(?P<store>.+)/sha256/(?P<two>[0-9a-f]{2})/(?P<hex>[0-9a-f]{64})$")
 """A managed file's reference: ``<store root>/sha256/<first 2 hex>/<64 hex>`` (blobs.py)."""
 
@@ -220,8 +222,7 @@ class Manifest:
     def sorted_rows(self) -> list[Row]:
         """The rows sorted by path (kept until the manifest changes)."""
         if self._in_order is None:
-            rows = self._rows
-            self._in_order = [rows[path] for path in sorted(rows)]
+            self._in_order = sorted(self._rows.values(), key=_path_of)
         return self._in_order
 
     def sorted_entries(self) -> list[ManifestEntry]:
