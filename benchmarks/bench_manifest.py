@@ -28,7 +28,7 @@ check results only. The output also gives the load average (other processes comp
 CPUs inflate wall times: compare the CPU column) and a calibration time (a fixed Python loop)
 to compare machines.
 
-    python benchmarks/bench_manifest.py                 # 1,000,000 entries, ~40 s, ~1 GiB
+    python benchmarks/bench_manifest.py                 # 1,000,000 entries, ~20 s, ~0.8 GiB
     python benchmarks/bench_manifest.py --entries 2000 --json
 """
 
