@@ -7,7 +7,7 @@ high-water mark) after it:
   build     a synthetic S3 listing (N objects under ``s3://bench-bucket/data/``, in key order
             as S3 lists them, 10% with an older version that is skipped; version ids, ETags and
             sizes from a seeded RNG: the same every run) through the code ``add_reference``
-            uses: ``references.reference_prefix`` (a ``ManifestEntry`` per object) and
+            uses: ``references.reference_prefix`` (a row per object) and
             ``Manifest.add_all``. The time spent inside the synthetic listing itself (making up
             the ``ObjectStat`` objects a backend's scan would yield) is measured and taken off
   digest    ``manifest.digest``: SHA-256 of the canonical form of every entry
