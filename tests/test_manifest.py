@@ -165,13 +165,13 @@ def test_schema_2_manifests_an_object_per_line_still_read() -> None:
 def test_schema_3_lines_of_the_wrong_shape_name_the_line() -> None:
     data = Manifest([entry("a"), entry("b")]).to_bytes()
     short = _rewrite(data, lambda ls: [ls[0], ls[1], '["b","s3://bkt/b"]'])
-    with pytest.raises(ManifestError, match="line 3: invalid entry .*array"):
+    with pytest.raises(ManifestError, match=r"line 3: invalid entry .*array"):
         Manifest.from_bytes(short)
     bad_size = _rewrite(data, lambda ls: [ls[0], ls[1], ls[2].replace(",3,", ',"many",')])
     with pytest.raises(ManifestError, match="line 3: invalid entry"):
         Manifest.from_bytes(bad_size)
     unsafe = _rewrite(data, lambda ls: [ls[0], ls[1], ls[2].replace('["b"', '["../b"')])
-    with pytest.raises(ManifestError, match="(?s)line 3: invalid entry.*safe relative path"):
+    with pytest.raises(ManifestError, match=r"(?s)line 3: invalid entry.*safe relative path"):
         Manifest.from_bytes(unsafe)
     other_fields = _rewrite(data, lambda ls: [ls[0].replace('"fields":["path"',
                                                             '"fields":["name"'), *ls[1:]])

@@ -119,7 +119,7 @@ def test_a_stored_manifest_with_a_path_twice_is_refused_or_merged_like_add_all()
     data = Manifest([entry("a"), entry("b")]).to_bytes()
     lines = gzip.decompress(data).decode().splitlines()
     twice = gzip.compress("\n".join([lines[0], lines[1], lines[1], lines[2]]).encode())
-    with pytest.raises(ManifestError, match="truncated|corrupt"):
+    with pytest.raises(ManifestError, match=r"truncated|corrupt"):
         Manifest.from_bytes(twice)
     header = json.loads(lines[0])
     header["entries"] = 3

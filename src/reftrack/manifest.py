@@ -60,6 +60,7 @@ __all__ = [
 ]
 
 _path_of = operator.itemgetter(0)
+_READ_ERRORS: tuple[type[BaseException], ...] = (*GZIP_ERRORS, UnicodeDecodeError)
 BLOB_LAYOUT = re.compile(r"^(?P<store>.+)/sha256/(?P<two>[0-9a-f]{2})/(?P<hex>[0-9a-f]{64})$")
 """A managed file's reference: ``<store root>/sha256/<first 2 hex>/<64 hex>`` (blobs.py)."""
 
@@ -357,5 +358,5 @@ def _gzip(fileobj: IO[bytes], name: str) -> Iterator[IO[bytes]]:
     try:
         with open_gzip(fileobj, "rb") as gz:
             yield gz
-    except (*GZIP_ERRORS, UnicodeDecodeError) as exc:
+    except _READ_ERRORS as exc:
         raise ManifestError(f"{name} is unreadable ({exc}); it is corrupt or truncated") from exc

@@ -27,19 +27,21 @@ from __future__ import annotations
 import gc
 import gzip
 import hashlib
+import importlib
 import json
 import operator
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from itertools import repeat
 from json.encoder import encode_basestring
+from types import ModuleType
 from typing import IO, Any
 
 from pydantic import ValidationError
-from pydantic_core import from_json, to_json
+from pydantic_core import to_json
 
 from .errors import ManifestError
 from .manifest_entry import (
@@ -64,17 +66,24 @@ BATCH = 4096
 _BLOCK = 4 << 20
 """Bytes of decompressed JSON Lines read (and parsed) at a time."""
 
-try:  # ISA-L's deflate: 4x faster than zlib both ways here, the same gzip format
-    from isal import igzip as _gzip
-    from isal.isal_zlib import error as _IsalError
+_GZIP_LEVEL = 1
+"""ISA-L level 1 (of 0-3), or zlib level 1 (~3x faster than 6 on manifests, ~10% larger)."""
 
-    _GZIP_LEVEL = 1  # (ISA-L's levels are 0-3)
-    GZIP_ERRORS: tuple[type[BaseException], ...] = (OSError, EOFError, zlib.error, _IsalError)
-except ImportError:  # pragma: no cover (isal is a dependency; a platform without a wheel)
-    _gzip = gzip  # type: ignore[no-redef]
-    _GZIP_LEVEL = 1  # zlib level 1: ~3x faster than 6 on manifests, ~10% larger
-    GZIP_ERRORS = (OSError, EOFError, zlib.error)
-"""What a corrupt or truncated gzip stream raises."""
+
+def _gzip_module() -> tuple[ModuleType, tuple[type[BaseException], ...]]:
+    """ISA-L's gzip (``isal.igzip``: its deflate is ~4x faster than zlib both ways here, the
+    same format) and what it raises for a corrupt stream; ``gzip`` where isal cannot be
+    imported (it is a dependency; a platform without a wheel)."""
+    try:
+        module = importlib.import_module("isal.igzip")
+        error: type[BaseException] = importlib.import_module("isal.isal_zlib").error
+    except ImportError:  # pragma: no cover
+        return gzip, (OSError, EOFError, zlib.error)
+    return module, (OSError, EOFError, zlib.error, error)
+
+
+_gzip, GZIP_ERRORS = _gzip_module()
+"""The gzip module used, and what a corrupt or truncated gzip stream raises."""
 
 
 def open_gzip(fileobj: IO[bytes], mode: str) -> Any:
@@ -216,7 +225,7 @@ def write_stored(fileobj: IO[bytes], header: dict[str, Any], rows: list[Row]) ->
 # -- reading ----------------------------------------------------------------------------------
 
 
-def _decompressed(gz: IO[bytes]) -> Iterator[bytes]:
+def _decompressed(gz: IO[bytes]) -> Generator[bytes, None, None]:
     """The decompressed stream in blocks that end at a line boundary."""
     rest = b""
     while block := gz.read(_BLOCK):
@@ -423,7 +432,7 @@ def _checked_rows(merged: list[tuple[Any, ...]] | None) -> list[Row] | None:
         return None
     kinds = set(map(type, times))
     if kinds == {type(None)}:
-        return merged  # type: ignore[return-value]
+        return merged
     if not kinds <= _TEXT_TYPES:
         return None
     given = [t for t in times if t is not None]
