@@ -17,6 +17,7 @@ from .manifest import EntryList, Manifest, ManifestEntry, ManifestSource
 from .progress import NullProgress, Progress
 from .references import hash_rows, reference_object, reference_prefix
 from .registry import VersionRecord, check_json, check_name
+from .registry.manifests import StoredManifest
 from .registry.store import UNSET, Unset
 from .registry.verifications import StoredResult
 from .settings import Settings
@@ -470,6 +471,13 @@ class Artifact:
         random with ``seed`` (random and reported when None; resuming an interrupted sample
         of the same size reuses its seed); the report is a sample (``report.sampled``),
         never a full verification.
+
+        A logged version whose manifest is not loaded here is streamed from the registry
+        and verified a window of entries at a time, so memory does not grow with its size;
+        a report of more than ``reftrack.verify.KEEP_ALL`` entries then lists only those
+        that are not ``ok`` (``report.omitted_ok`` counts the others, whose results are in
+        the registry). A stored manifest that turns out corrupt (its entries do not hash to
+        its digest) raises :class:`~reftrack.errors.ManifestError`.
         """
         if not isinstance(deep, bool):
             raise UsageError(f"deep must be True or False, not {deep!r}")
@@ -490,7 +498,7 @@ class Artifact:
                 concurrency=concurrency or self._ctx.settings.concurrency, progress=progress,
                 deep=deep, sample=sample, seed=seed,
             )
-        registry, version_id, manifest = self._ctx.registry, self._record.id, self.manifest
+        registry, version_id = self._ctx.registry, self._record.id
         resumed = registry.interrupted_verification(version_id) if resume else None
         if resumed is not None and deep and not resumed.deep:
             resumed = None  # its results are not deep: nothing to reuse
@@ -502,16 +510,19 @@ class Artifact:
         cutoffs = [registry.now() - since] if since is not None else []
         cutoffs += [resumed.started_at] if resumed is not None else []
         cutoff = min(cutoffs) if cutoffs else None
-        previous: dict[str, EntryResult] = {}
-        if cutoff is not None:
+
+        def previous(paths: list[str]) -> dict[str, EntryResult]:
+            """The reusable results of one window of entries (never all at once)."""
+            found: dict[str, EntryResult] = {}
             for path, stored in registry.results(version_id, since=cutoff, deep=deep,
-                                                 reusable=True).items():
+                                                 reusable=True, paths=paths).items():
                 try:
-                    previous[path] = EntryResult.model_validate({
+                    found[path] = EntryResult.model_validate({
                         **stored.data, "path": path, "status": stored.status,
                         "detail": stored.detail, "checked_at": stored.checked_at})
                 except ValidationError:
                     continue  # written by another reftrack: check the entry again
+            return found
 
         def store(batch: list[EntryResult]) -> None:
             registry.record_results(version_id, [
@@ -522,24 +533,32 @@ class Artifact:
                 for r in batch
             ])
 
-        run = registry.start_verification(
-            version_id, deep=deep, sample=sample, seed=seed, entries=len(manifest),
-            started_at=resumed.started_at if resumed is not None else None)
-        report = verify_manifest(
-            manifest,
-            self._ctx.backends,
-            artifact=self._label(),
-            concurrency=concurrency or self._ctx.settings.concurrency,
-            progress=progress,
-            deep=deep,
-            protected=self.protected,
-            previous=previous,
-            sample=sample,
-            seed=seed,
-            on_results=store,
-            clock=registry.now,
-        )
-        registry.finish_verification(run)
+        def run(manifest: Manifest | StoredManifest) -> VerifyReport:
+            mark = registry.start_verification(
+                version_id, deep=deep, sample=sample, seed=seed, entries=len(manifest),
+                started_at=resumed.started_at if resumed is not None else None)
+            report = verify_manifest(
+                manifest,
+                self._ctx.backends,
+                artifact=self._label(),
+                concurrency=concurrency or self._ctx.settings.concurrency,
+                progress=progress,
+                deep=deep,
+                protected=self.protected,
+                previous=previous if cutoff is not None else None,
+                sample=sample,
+                seed=seed,
+                on_results=store,
+                clock=registry.now,
+            )
+            registry.finish_verification(mark)
+            return report
+
+        if self._manifest is not None:  # already in memory
+            report = run(self._manifest)
+        else:  # streamed from the registry, a window of entries at a time
+            with registry.stream_manifest(self._logged().digest) as stored_manifest:
+                report = run(stored_manifest)
         return report.model_copy(update={
             "reused_since": cutoff,
             "resumed_from": resumed.started_at if resumed is not None else None,

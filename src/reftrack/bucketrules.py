@@ -37,7 +37,7 @@ What stops a rule: a legal hold on every pinned object version (:mod:`reftrack.p
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
@@ -49,12 +49,13 @@ from .backends import Backends, ObjectStat, Versioning
 from .backends.base import LifecycleRule
 from .errors import BucketAccessDenied, ReftrackError
 from .manifest import Manifest, ManifestEntry
-from .uri import parse_uri
+from .uri import RefURI, parse_uri
 
 __all__ = [
     "BucketWarning",
     "Observation",
     "RuleBackend",
+    "WarningTally",
     "bucket_warnings",
     "eligible_at",
     "observe_head",
@@ -190,12 +191,115 @@ class BucketWarning(BaseModel):
 
 
 @dataclass
+class _NoncurrentTally:
+    """What one NoncurrentVersionExpiration rule does to the entries seen so far: counts
+    and the earliest date, never the entries themselves."""
+
+    rule: LifecycleRule
+    expirers: list[LifecycleRule]
+    """The bucket's other rules with an Expiration in days (they make a current version
+    noncurrent first)."""
+    affected: int = 0
+    maybe: bool = False
+    current: int = 0
+    retained: int = 0
+    first: tuple[datetime, DateBasis] | None = None
+
+    def _date(self, date: datetime, basis: DateBasis) -> None:
+        if self.first is None or (date, basis) < self.first:
+            self.first = (date, basis)
+
+    def add(self, entry: ManifestEntry, key: str, seen: Observation | None) -> None:
+        rule = self.rule
+        applies = rule.applies_to(key, entry.size)
+        if applies == "no":
+            return
+        self.maybe = self.maybe or applies == "maybe"
+        if seen is not None and seen.gone:
+            return  # already lost: verify reports it as version_missing
+        self.affected += 1
+        days = rule.noncurrent_days or 0
+        keep = rule.newer_noncurrent_versions
+        if seen is None:
+            if entry.last_modified is not None:
+                self._date(eligible_at(entry.last_modified, days), "earliest")
+            else:
+                self.current += 1
+        elif seen.still_current:
+            made_noncurrent = _made_noncurrent(self.expirers, entry, key)
+            if made_noncurrent is not None:
+                self._date(eligible_at(made_noncurrent, days), "expiration_rule")
+            else:
+                self.current += 1
+        elif keep is not None and seen.newer_noncurrent is not None \
+                and seen.newer_noncurrent < keep:
+            self.retained += 1
+        elif seen.noncurrent_since is not None:
+            self._date(eligible_at(seen.noncurrent_since, days),
+                       "successor" if seen.exact else "current_version")
+        elif entry.last_modified is not None:
+            self._date(eligible_at(entry.last_modified, days), "earliest")
+        else:
+            self.current += 1
+
+
+@dataclass
+class _ExpirationTally:
+    """What one Expiration rule does to the entries recorded without a version id."""
+
+    rule: LifecycleRule
+    covered: int = 0
+    maybe: bool = False
+    first: datetime | None = None
+
+    def add(self, entry: ManifestEntry, key: str, seen: Observation | None) -> None:
+        applies = self.rule.applies_to(key, entry.size)
+        if applies == "no":
+            return
+        self.covered += 1
+        self.maybe = self.maybe or applies == "maybe"
+        written = entry.last_modified or (seen.live_modified if seen else None)
+        due = _expiration_due(self.rule, written)
+        if due is not None and (self.first is None or due < self.first):
+            self.first = due
+
+
+@dataclass
 class _BucketState:
     uri: str
     rules: list[LifecycleRule] = field(default_factory=list)
     versioning: Versioning = "unknown"
     problems: list[str] = field(default_factory=list)
-    keys: dict[str, str] = field(default_factory=dict)  # entry path -> object key
+    entries: int = 0
+    unpinned: int = 0
+    noncurrent: list[_NoncurrentTally | None] = field(default_factory=list)
+    expiration: list[_ExpirationTally | None] = field(default_factory=list)
+    """Per rule (in ``rules`` order), when the rule has that action."""
+
+    def start(self) -> None:
+        """Set up a tally per rule action, once the rules are known."""
+        self.noncurrent = [
+            _NoncurrentTally(rule, [r for r in self.rules
+                                    if r is not rule and r.expiration_days is not None])
+            if rule.noncurrent_days is not None else None
+            for rule in self.rules
+        ]
+        self.expiration = [
+            _ExpirationTally(rule)
+            if rule.expiration_days is not None or rule.expiration_date is not None else None
+            for rule in self.rules
+        ]
+
+    def add(self, entry: ManifestEntry, key: str, seen: Observation | None) -> None:
+        self.entries += 1
+        pinned = entry.version_id is not None
+        if not pinned:
+            self.unpinned += 1
+        for noncurrent, expiration in zip(self.noncurrent, self.expiration, strict=True):
+            if pinned and noncurrent is not None:
+                noncurrent.add(entry, key, seen)
+            if not pinned and expiration is not None:
+                expiration.add(entry, key, seen)
 
 
 def _read_bucket(backend: RuleBackend, bucket: str) -> _BucketState:
@@ -215,7 +319,61 @@ def _read_bucket(backend: RuleBackend, bucket: str) -> _BucketState:
         if state.versioning == "unknown":
             state.problems.append("its versioning state cannot be read (access denied; needs "
                                   "s3:GetBucketVersioning)")
+    state.start()
     return state
+
+
+class WarningTally:
+    """:func:`bucket_warnings` a batch of entries at a time, in bounded memory: each S3
+    bucket's rules are read (one ``GetBucketLifecycleConfiguration``, at most one
+    ``GetBucketVersioning``) when a batch first holds one of its entries, and each batch
+    is folded into counts and earliest dates per bucket and rule; neither the entries nor
+    their observations are kept. The batches may come in any order: the warnings are the
+    same as for all the entries at once."""
+
+    def __init__(self, backends: Backends, *, protected: bool = False) -> None:
+        self._backends = backends
+        self._protected = protected
+        self._states: dict[str, _BucketState] = {}
+
+    def add(self, entries: Iterable[ManifestEntry],
+            observations: Mapping[str, Observation] | None = None, *,
+            refs: Sequence[RefURI] | None = None) -> None:
+        """Fold a batch of entries (with what ``verify`` saw of them, by entry path;
+        ``refs``: their references already parsed, in the same order)."""
+        observations = observations or {}
+        batch: dict[str, list[tuple[ManifestEntry, str]]] = defaultdict(list)
+        for index, entry in enumerate(entries):
+            if refs is not None:
+                ref = refs[index]
+            else:
+                try:
+                    ref = parse_uri(entry.ref)
+                except ReftrackError:
+                    continue
+            if ref.scheme == "s3":
+                batch[ref.bucket].append((entry, ref.key))
+        new = sorted(bucket for bucket in batch if bucket not in self._states)
+        if new:
+            backend = self._backends.for_scheme("s3")
+            if not isinstance(backend, RuleBackend):  # pragma: no cover - S3 always is
+                return
+            with ThreadPoolExecutor(max_workers=min(8, len(new))) as pool:
+                for bucket, state in zip(new, pool.map(lambda b: _read_bucket(backend, b), new),
+                                         strict=True):
+                    self._states[bucket] = state
+        for bucket, items in batch.items():
+            state = self._states[bucket]
+            for entry, key in items:
+                state.add(entry, key, observations.get(entry.path))
+
+    def warnings(self, now: datetime | None = None) -> list[BucketWarning]:
+        """The warnings for every bucket seen so far, by bucket."""
+        now = now or datetime.now(UTC)
+        out: list[BucketWarning] = []
+        for bucket in sorted(self._states):
+            out.extend(_warnings_for(self._states[bucket], now, self._protected))
+        return out
 
 
 def bucket_warnings(
@@ -231,74 +389,50 @@ def bucket_warnings(
     ``observations`` (entry path -> what ``verify`` saw) sharpen the dates; without them
     they are the earliest possible. ``protected``: the version carries legal holds
     (``reftrack protect``), which no lifecycle rule can override; the warnings say so. Never
-    raises for a bucket it cannot ask: that becomes a ``rules_unknown`` warning."""
-    observations = observations or {}
-    now = now or datetime.now(UTC)
-    by_bucket: dict[str, list[ManifestEntry]] = defaultdict(list)
-    keys: dict[str, str] = {}
-    for entry in manifest.sorted_entries():
-        try:
-            ref = parse_uri(entry.ref)
-        except ReftrackError:
-            continue
-        if ref.scheme == "s3":
-            by_bucket[ref.bucket].append(entry)
-            keys[entry.path] = ref.key
-    if not by_bucket:
-        return []
-    backend = backends.for_scheme("s3")
-    if not isinstance(backend, RuleBackend):  # pragma: no cover - S3 always is
-        return []
-    buckets = sorted(by_bucket)
-    with ThreadPoolExecutor(max_workers=min(8, len(buckets))) as pool:
-        states = list(pool.map(lambda b: _read_bucket(backend, b), buckets))
-    out: list[BucketWarning] = []
-    for state in states:
-        entries = by_bucket[state.uri.removeprefix("s3://")]
-        state.keys = keys
-        out.extend(_warnings_for(state, entries, observations, now, protected))
-    return out
+    raises for a bucket it cannot ask: that becomes a ``rules_unknown`` warning.
+    (:class:`WarningTally` does the same a batch of entries at a time.)"""
+    tally = WarningTally(backends, protected=protected)
+    tally.add(manifest.sorted_entries(), observations)
+    return tally.warnings(now)
 
 
-def _warnings_for(state: _BucketState, entries: list[ManifestEntry],
-                  observations: Mapping[str, Observation], now: datetime,
-                  protected: bool) -> list[BucketWarning]:
+def _warnings_for(state: _BucketState, now: datetime, protected: bool) -> list[BucketWarning]:
     out: list[BucketWarning] = []
+    entries, unpinned = state.entries, state.unpinned
     if state.problems:
         out.append(BucketWarning(
-            bucket=state.uri, kind="rules_unknown", entries=len(entries),
+            bucket=state.uri, kind="rules_unknown", entries=entries,
             message=f"{state.uri}: {'; '.join(state.problems)}: rules reftrack cannot see may "
-                    f"still delete data pinned by this version ({len(entries)} entries)",
+                    f"still delete data pinned by this version ({entries} entries)",
         ))
-    unpinned = [e for e in entries if e.version_id is None]
     if state.versioning == "suspended":
         if unpinned:
-            text = (f"{len(unpinned)} entries recorded without a version id lose their bytes "
+            text = (f"{unpinned} entries recorded without a version id lose their bytes "
                     "on the next overwrite or delete of their key (it replaces the 'null' "
                     "version)")
         else:
             text = ("the entries pinned by version id are kept, but new writes are no longer "
                     "versioned, so versions logged from now on cannot be pinned")
         out.append(BucketWarning(
-            bucket=state.uri, kind="versioning_suspended", entries=len(unpinned),
+            bucket=state.uri, kind="versioning_suspended", entries=unpinned,
             message=f"{state.uri}: versioning is suspended: {text}; re-enable it (aws s3api "
                     "put-bucket-versioning --versioning-configuration Status=Enabled)",
         ))
     elif state.versioning == "disabled":
         out.append(BucketWarning(
-            bucket=state.uri, kind="versioning_disabled", entries=len(unpinned),
+            bucket=state.uri, kind="versioning_disabled", entries=unpinned,
             message=f"{state.uri}: versioning is not enabled: an overwrite or delete destroys "
-                    f"the bytes of the {len(unpinned)} entries at once (no version was "
+                    f"the bytes of the {unpinned} entries at once (no version was "
                     "pinned); enable it (aws s3api put-bucket-versioning "
                     "--versioning-configuration Status=Enabled) and log a new version",
         ))
-    for rule in state.rules:
-        if rule.noncurrent_days is not None:
-            warning = _noncurrent_warning(state, rule, entries, observations, now, protected)
+    for noncurrent, expiration in zip(state.noncurrent, state.expiration, strict=True):
+        if noncurrent is not None:
+            warning = _noncurrent_warning(state, noncurrent, now, protected)
             if warning is not None:
                 out.append(warning)
-        if rule.expiration_days is not None or rule.expiration_date is not None:
-            warning = _expiration_warning(state, rule, unpinned, observations, now)
+        if expiration is not None:
+            warning = _expiration_warning(state, expiration, state.versioning, now)
             if warning is not None:
                 out.append(warning)
     return out
@@ -306,19 +440,6 @@ def _warnings_for(state: _BucketState, entries: list[ManifestEntry],
 
 def _rule_name(rule: LifecycleRule) -> str:
     return f"lifecycle rule {rule.id!r}" if rule.id else "a lifecycle rule (no id)"
-
-
-def _covered(state: _BucketState, rule: LifecycleRule, entries: list[ManifestEntry]
-             ) -> tuple[list[ManifestEntry], bool]:
-    """The entries ``rule`` may cover, and whether that is only a "maybe"."""
-    covered: list[ManifestEntry] = []
-    maybe = False
-    for entry in entries:
-        applies = rule.applies_to(state.keys[entry.path], entry.size)
-        if applies != "no":
-            covered.append(entry)
-            maybe = maybe or applies == "maybe"
-    return covered, maybe
 
 
 def _date_text(date: datetime, now: datetime, basis: DateBasis | None = None) -> str:
@@ -331,41 +452,13 @@ def _date_text(date: datetime, now: datetime, basis: DateBasis | None = None) ->
     return text + " (already due: S3 may have deleted it)"
 
 
-def _noncurrent_warning(state: _BucketState, rule: LifecycleRule, entries: list[ManifestEntry],
-                        observations: Mapping[str, Observation], now: datetime,
+def _noncurrent_warning(state: _BucketState, tally: _NoncurrentTally, now: datetime,
                         protected: bool) -> BucketWarning | None:
+    rule = tally.rule
     days = rule.noncurrent_days or 0
     keep = rule.newer_noncurrent_versions
-    covered, maybe = _covered(state, rule, [e for e in entries if e.version_id is not None])
-    expirers = [r for r in state.rules if r is not rule and r.expiration_days is not None]
-    dated: list[tuple[datetime, DateBasis]] = []
-    current = retained = affected = 0
-    for entry in covered:
-        seen = observations.get(entry.path)
-        if seen is not None and seen.gone:
-            continue  # already lost: verify reports it as version_missing
-        affected += 1
-        if seen is None:
-            if entry.last_modified is not None:
-                dated.append((eligible_at(entry.last_modified, days), "earliest"))
-            else:
-                current += 1
-        elif seen.still_current:
-            made_noncurrent = _made_noncurrent(expirers, entry, state.keys[entry.path])
-            if made_noncurrent is not None:
-                dated.append((eligible_at(made_noncurrent, days), "expiration_rule"))
-            else:
-                current += 1
-        elif keep is not None and seen.newer_noncurrent is not None \
-                and seen.newer_noncurrent < keep:
-            retained += 1
-        elif seen.noncurrent_since is not None:
-            dated.append((eligible_at(seen.noncurrent_since, days),
-                          "successor" if seen.exact else "current_version"))
-        elif entry.last_modified is not None:
-            dated.append((eligible_at(entry.last_modified, days), "earliest"))
-        else:
-            current += 1
+    affected, maybe, current, retained = tally.affected, tally.maybe, tally.current, \
+        tally.retained
     if affected == 0:
         return None
     kept = f", keeping the {keep} newest noncurrent versions" if keep else ""
@@ -373,7 +466,7 @@ def _noncurrent_warning(state: _BucketState, rule: LifecycleRule, entries: list[
              f"become noncurrent{kept}; it covers {affected} pinned entries of this version"]
     if maybe:
         parts[0] += " (if their tags or sizes match its filter)"
-    first: tuple[datetime, DateBasis] | None = min(dated) if dated else None
+    first = tally.first
     if first is not None:
         date, basis = first
         why = {
@@ -412,36 +505,27 @@ def _made_noncurrent(expirers: list[LifecycleRule], entry: ManifestEntry,
     return min(known) if known else None
 
 
-def _expiration_warning(state: _BucketState, rule: LifecycleRule, unpinned: list[ManifestEntry],
-                        observations: Mapping[str, Observation], now: datetime
-                        ) -> BucketWarning | None:
-    covered, maybe = _covered(state, rule, unpinned)
+def _expiration_warning(state: _BucketState, tally: _ExpirationTally, versioning: Versioning,
+                        now: datetime) -> BucketWarning | None:
+    rule, covered, maybe, first = tally.rule, tally.covered, tally.maybe, tally.first
     if not covered:
         return None
-    dates: list[datetime] = []
-    for entry in covered:
-        seen = observations.get(entry.path)
-        written = entry.last_modified or (seen.live_modified if seen else None)
-        due = _expiration_due(rule, written)
-        if due is not None:
-            dates.append(due)
     when = (f"{rule.expiration_days} days after they are written"
             if rule.expiration_days is not None
             else f"from {rule.expiration_date:%Y-%m-%d}")
     effect = {
         "disabled": "deleted for good (the bucket is not versioned)",
         "suspended": "replaced by a delete marker, which removes the 'null' version for good",
-    }.get(state.versioning, "hidden behind a delete marker, and reftrack recorded no version "
+    }.get(versioning, "hidden behind a delete marker, and reftrack recorded no version "
                             "id to get them back")
     text = (f"{state.uri}: {_rule_name(rule)} expires current objects {when}: they are "
-            f"{effect}; it covers {len(covered)} entries recorded without a version id")
+            f"{effect}; it covers {covered} entries recorded without a version id")
     if maybe:
         text += " (if their tags or sizes match its filter)"
-    first = min(dates) if dates else None
     if first is not None:
         text += f"; the first goes on {_date_text(first, now)}"
     return BucketWarning(
-        bucket=state.uri, kind="expiration", rule_id=rule.id or None, entries=len(covered),
+        bucket=state.uri, kind="expiration", rule_id=rule.id or None, entries=covered,
         first_date=first,
         date_basis=(None if first is None else
                     "written" if rule.expiration_days is not None else "rule_date"),

@@ -10,10 +10,14 @@ entry checked or reused (``name`` = the entry path, ``classname`` = the version)
   is not a test failure but not a pass either (exit code 3).
 
 Entries a sample left out are not listed (a 1% sample of a million entries stays small): the
-suite's properties say ``sampled``, ``seed``, ``total`` and ``checked``. Results reused from an
-earlier verification (``--since``, resuming) are listed with their result and a ``reused``
-property and ``checked_at``. Characters XML 1.0 cannot carry (control characters in a key) are
-written as ``\\xNN``. The file is written atomically (a temporary file renamed into place).
+suite's properties say ``sampled``, ``seed``, ``total`` and ``checked``. A verification of more
+than ``reftrack.verify.KEEP_ALL`` entries lists only those that are not ``ok``: the ``ok``
+ones still count in ``tests`` (they passed), and the properties ``omitted_ok`` /
+``omitted_reused_ok`` and the suite's ``<system-out>`` say how many are not listed. Results
+reused from an earlier verification (``--since``, resuming) are listed with their result and a
+``reused`` property and ``checked_at``. Characters XML 1.0 cannot carry (control characters in
+a key) are written as ``\\xNN``. The file is written atomically (a temporary file renamed into
+place).
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ def _value(value: object) -> str:
 
 
 def _counts(report: VerifyReport) -> tuple[int, int, int]:
-    tests = len(report.entries)
+    tests = len(report.entries) + report.omitted
     failures = sum(1 for e in report.entries if e.status in FAILING)
     errors = sum(1 for e in report.entries if e.status is Status.UNREACHABLE)
     return tests, failures, errors
@@ -71,6 +75,8 @@ def _suite(report: VerifyReport) -> ET.Element:
         ("sampled", report.sampled), ("seed", report.seed),
         ("reused_since", report.reused_since), ("resumed_from", report.resumed_from),
         ("exit_code", report.exit_code),
+        ("omitted_ok", report.omitted_ok if report.omitted else None),
+        ("omitted_reused_ok", report.omitted_reused_ok if report.omitted else None),
     ):
         if value is not None:
             ET.SubElement(properties, "property", {"name": key, "value": _value(value)})
@@ -96,10 +102,18 @@ def _suite(report: VerifyReport) -> ET.Element:
         elif entry.status is not Status.OK:  # drift: passes, but say what moved
             out = ET.SubElement(case, "system-out")
             out.text = _text(f"{entry.uri}\n{message}")
+    notes = []
     if report.sampled is not None:
+        notes.append(f"a {report.sampled * 100:g}% sample (seed {report.seed}): {tests} of "
+                     f"{report.total} entries; not a full verification")
+    if report.omitted:
+        notes.append(f"{report.omitted} ok entries passed but are not listed as testcases "
+                     f"({report.omitted_ok} checked now, {report.omitted_reused_ok} reused): "
+                     "a large verification lists only the entries that are not ok; every "
+                     "result is kept in the registry")
+    if notes:
         out = ET.SubElement(suite, "system-out")
-        out.text = (f"a {report.sampled * 100:g}% sample (seed {report.seed}): {tests} of "
-                    f"{report.total} entries; not a full verification")
+        out.text = "\n".join(notes)
     return suite
 
 

@@ -253,11 +253,19 @@ def verify_tables(report: VerifyReport, *, all_entries: bool = False) -> list[An
         if count or status is Status.OK:
             style = STATUS_STYLE[status]
             summary.add_row(f"[{style}]{status.value}[/]", str(count), meaning[status])
+    if report.omitted:
+        summary.caption = (f"{report.omitted:,} ok entries are counted, not listed: a large "
+                           "verification lists only the entries that are not ok (a logged "
+                           "version keeps every result in the registry)")
+        summary.caption_justify = "left"
     out: list[Any] = [summary]
     rows = report.entries if all_entries else [e for e in report.entries if e.status != Status.OK]
     if rows:
-        detail = Table(title="entries" if all_entries else "entries that drifted or failed",
-                       title_justify="left")
+        title = "entries that drifted or failed"
+        if all_entries:
+            title = "entries" if not report.omitted else \
+                f"entries (not the {report.omitted:,} ok ones counted above)"
+        detail = Table(title=title, title_justify="left")
         detail.add_column("path", overflow="fold")
         detail.add_column("status", no_wrap=True)
         if report.reused:
@@ -289,7 +297,7 @@ def verify_lines(report: VerifyReport, name: str) -> list[str]:
             f"{report.resumed_from:%Y-%m-%d %H:%M:%S} UTC (an interrupted verification; "
             "--no-resume checks everything again)")
     if report.sampled is None and not report.reused:
-        lines.append(f"verified [bold]{escape(name)}[/]{how}: {len(report.entries):,} entries "
+        lines.append(f"verified [bold]{escape(name)}[/]{how}: {report.checked:,} entries "
                      f"with {report.requests} request(s)")
         return lines
     sample = (f" ({_percent(report.sampled)} sample, seed {report.seed})"
@@ -306,7 +314,7 @@ def verify_lines(report: VerifyReport, name: str) -> list[str]:
 
 
 def verify_verdict(report: VerifyReport) -> str:
-    n = len(report.entries)
+    n = len(report.entries) + report.omitted
     statuses = {e.status for e in report.entries}
     sample = ""
     if report.sampled is not None:

@@ -8,6 +8,14 @@ a HEAD of the current version (one request when nothing drifted, two otherwise).
 grows past the number of requests the HEADs would cost is abandoned for HEADs, so verifying never
 costs much more than the cheaper of the two.
 
+Memory: the manifest is taken a window of :data:`WINDOW` entries at a time (path order), each
+planned, checked and reported before the next is read (:mod:`reftrack.verify_stream`), so a
+stored manifest is streamed from the registry and never held whole. Within one prefix, path
+order is key order, so a window is a range of keys: its listing starts after the keys of the
+windows before it (``start_after``) and stops after its own last key, so that the windows
+together list a prefix about once. A report of more than :data:`KEEP_ALL` entries counts its
+``ok`` results instead of listing them.
+
 Statuses (see DESIGN.md): ``ok``, ``moved`` and ``deleted`` pass (the last two are drift);
 ``version_missing``, ``changed`` and ``corrupt`` fail; ``unreachable`` means the bucket could
 not be asked (missing, access denied, network).
@@ -23,17 +31,21 @@ from __future__ import annotations
 
 import contextlib
 import math
-import random
 import re
 import secrets
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from .backends import Backend, Backends, ObjectStat, ScanLimitReached
-from .bucketrules import Observation, bucket_warnings, observe_head, observe_versions
+from .bucketrules import (
+    Observation,
+    WarningTally,
+    observe_head,
+    observe_versions,
+)
 from .checksums import compare, deciding, local_algorithms
 from .errors import ObjectNotFound, ReftrackError, UsageError
 from .integrity import (
@@ -54,19 +66,31 @@ from .verify_plan import (
     _Item,
     _judge,
     _Listing,
-    _plan,
     _Seen,
     _unreachable,
 )
 from .verify_report import DRIFT, FAILING, PASSING, EntryResult, Status, VerifyReport
+from .verify_stream import (
+    Collected,
+    EntrySource,
+    Previous,
+    Sampler,
+    Windows,
+    as_source,
+    lookup,
+    windows,
+)
 
 __all__ = [
     "DRIFT",
     "FAILING",
+    "KEEP_ALL",
     "LIST_MIN_ENTRIES",
     "PAGE_SIZE",
     "PASSING",
+    "WINDOW",
     "EntryResult",
+    "EntrySource",
     "Status",
     "VerifyReport",
     "parse_sample",
@@ -76,6 +100,14 @@ __all__ = [
 RESULT_BATCH = 500
 """Results handed to ``verify_manifest(on_results=...)`` at a time (the registry stores each
 batch in one transaction, so an interrupted verification keeps every finished batch)."""
+
+WINDOW = 20_000
+"""Entries read, planned and checked at a time: what the verifier holds in memory (their
+entries, results and observations), whatever the size of the manifest."""
+
+KEEP_ALL = 100_000
+"""A report of at most this many entries lists every result; a larger one lists only those
+that are not ``ok`` and counts the others (``VerifyReport.omitted_ok``)."""
 
 
 _NOT_DEEP = ("deep check not possible: no content checksum recorded (multipart or encrypted "
@@ -93,8 +125,10 @@ class _Verifier:
         self.on_results = on_results
         self._pending: list[EntryResult] = []
         self.results: dict[str, EntryResult] = {}
+        """The results of the current window of entries."""
         self.observations: dict[str, Observation] = {}
-        """What was seen of each S3 entry's key, for dating lifecycle rules."""
+        """What was seen of each S3 entry's key in the current window, for dating lifecycle
+        rules."""
         self._lock = threading.Lock()
         self._bucket_errors: dict[tuple[str, str], ReftrackError | None] = {}
 
@@ -110,6 +144,13 @@ class _Verifier:
             if self.on_results is not None:
                 self._pending.extend(results)
         self.progress.advance(len(results))
+
+    def take(self) -> tuple[dict[str, EntryResult], dict[str, Observation]]:
+        """The current window's results and observations, which are then forgotten."""
+        with self._lock:
+            taken = self.results, self.observations
+            self.results, self.observations = {}, {}
+        return taken
 
     def flush(self, *, full_only: bool = False) -> None:
         """Hand decided results to ``on_results``: whole batches, or (at the end, or when
@@ -139,8 +180,9 @@ class _Verifier:
                     self.observations[item.entry.path] = observation
 
     def run_listing(self, listing: _Listing) -> tuple[list[_Item], list[_Seen]]:
-        """List once; return the entries left for HEADs (budget exceeded) and what the
-        listing saw of the others."""
+        """List once (from ``listing.start_after``; up to ``listing.stop_after``, after
+        which no further page is asked for); return the entries left for HEADs (budget
+        exceeded) and what the listing saw of the others."""
         try:
             backend = self._backend(listing.prefix)
             wanted: dict[str, list[_Item]] = defaultdict(list)
@@ -149,15 +191,25 @@ class _Verifier:
             latest: dict[str, ObjectStat] = {}
             versions: dict[tuple[str, str | None], ObjectStat] = {}
             history: dict[str, list[ObjectStat]] = defaultdict(list)
-            for stat in backend.scan(listing.prefix, all_versions=True,
-                                     recursive=listing.recursive,
-                                     page_limit=listing.budget_pages):
-                if stat.key in wanted:
-                    history[stat.key].append(stat)
-                    if stat.is_latest:
-                        latest[stat.key] = stat
-                    if not stat.is_delete_marker:
-                        versions[(stat.key, stat.version_id)] = stat
+            start = ({} if listing.start_after is None
+                     else {"start_after": listing.start_after})
+            scan = backend.scan(listing.prefix, all_versions=True, recursive=listing.recursive,
+                                page_limit=listing.budget_pages, **start)
+            stop = listing.stop_after
+            try:
+                for stat in scan:
+                    if stop is not None and stat.key > stop:
+                        break  # past this window's keys: the rest is for the next windows
+                    if stat.key in wanted:
+                        history[stat.key].append(stat)
+                        if stat.is_latest:
+                            latest[stat.key] = stat
+                        if not stat.is_delete_marker:
+                            versions[(stat.key, stat.version_id)] = stat
+            finally:
+                close = getattr(scan, "close", None)
+                if callable(close):
+                    close()  # a generator stopped early asks for no further page
         except ScanLimitReached:
             return listing.items, []  # the listing outgrew its budget: HEADs are cheaper now
         except ObjectNotFound:
@@ -216,11 +268,21 @@ class _Verifier:
         except ReftrackError as exc:
             self._done([_unreachable(item, exc)])
 
+    def needs_request(self, seen: _Seen | None) -> bool:
+        """Whether deciding ``seen`` asks the store again (deep, or metadata cannot tell):
+        the others are judged from what was seen, without a thread of their own."""
+        if seen is None:
+            return False
+        target = _target(seen)
+        if target is None or not seen.item.entry.checksummed:
+            return False
+        content = content_match(seen.item.entry, target)
+        return content is not False and (self.deep or content is None)
+
     def _decide(self, seen: _Seen) -> EntryResult:
         item, latest, pinned = seen.item, seen.latest, seen.pinned
         entry = item.entry
-        live = latest if latest is not None and not latest.is_delete_marker else None
-        target = pinned if entry.pinned else live
+        target = _target(seen)
         if target is None or not entry.checksummed:
             return _judge(item, latest, pinned)
         content = content_match(entry, target)
@@ -320,7 +382,7 @@ class _Verifier:
 
 
 def verify_manifest(
-    manifest: Manifest,
+    manifest: Manifest | EntrySource,
     backends: Backends,
     *,
     artifact: str | None = None,
@@ -329,7 +391,7 @@ def verify_manifest(
     deep: bool = False,
     bucket_rules: bool = True,
     protected: bool = False,
-    previous: Mapping[str, EntryResult] | None = None,
+    previous: Previous | None = None,
     sample: float | None = None,
     seed: int | None = None,
     on_results: Callable[[list[EntryResult]], None] | None = None,
@@ -337,13 +399,26 @@ def verify_manifest(
 ) -> VerifyReport:
     """Check every entry of ``manifest`` against its store and return the report.
 
-    Incremental: entries with a result in ``previous`` (path -> an earlier result) are not
-    checked; that result goes into the report marked ``reused``. ``sample`` (0 < f <= 1)
-    checks a random fraction of the entries (``ceil(f * N)``, chosen with ``seed``; a random
-    seed, reported, when None); the report then holds only the sampled entries. The plan
-    (listings vs HEADs) is made for the entries actually checked. ``on_results`` receives
-    the new results in batches of :data:`RESULT_BATCH` as they are decided (and what is left
-    at the end, or when interrupted), stamped ``checked_at`` by ``clock``.
+    ``manifest``: a :class:`Manifest`, or an :class:`EntrySource` streaming a stored one
+    (``Registry.stream_manifest``) in path order. Either way the entries are verified a
+    window of :data:`WINDOW` at a time (planned, listed, checked, reported), so memory does
+    not grow with the number of entries; a stream whose entries do not match its header's
+    count and digest raises :class:`~reftrack.errors.ManifestError` (results of the windows
+    already checked have gone to ``on_results``). Within a window, entries that came from a
+    prefix are checked by listing it from after the keys of earlier windows
+    (``start_after``) up to the window's last key (every window but the last stops there, so
+    no page is listed twice); one listing a prefix, as a whole manifest, when it fits in a
+    window.
+
+    Incremental: entries with a result in ``previous`` (path -> an earlier result, or a
+    function giving those of a window's paths) are not checked; that result goes into the
+    report marked ``reused``. ``sample`` (0 < f <= 1) checks a random fraction of the
+    entries (``ceil(f * N)``, chosen with ``seed``; a random seed, reported, when None); the
+    report then holds only the sampled entries. The plan (listings vs HEADs) is made for
+    the entries actually checked. ``on_results`` receives the new results in batches of
+    :data:`RESULT_BATCH` as they are decided (and what is left at the end, or when
+    interrupted), stamped ``checked_at`` by ``clock``. A report of more than
+    :data:`KEEP_ALL` entries lists only those that are not ``ok`` (``omitted_ok``).
 
     ``deep=True`` also reads every object's pinned bytes and compares them with the recorded
     checksums: recorded S3 checksums are asked of the server (no bytes read); other entries
@@ -353,30 +428,26 @@ def verify_manifest(
     legal holds (``reftrack protect``), which the warnings then mention.
     """
     progress = progress or NullProgress()
+    source = as_source(manifest)
     sample = check_sample(sample)
     if sample is not None and seed is None:
         seed = secrets.randbelow(2**31)
-    chosen = _sample_paths(manifest, sample, seed)
-    reused = {p: r.model_copy(update={"reused": True})
-              for p, r in (previous or {}).items() if chosen is None or p in chosen}
-    wanted = ({e.path for e in manifest} if chosen is None else chosen) - reused.keys()
-    plan = _plan(manifest, lambda scheme: _listable(backends, scheme), wanted)
+    total = source.total
+    size = total if sample is None else min(total, math.ceil(round(sample * total, 9)))
     verifier = _Verifier(backends, progress, deep=deep, clock=clock, on_results=on_results)
+    state = Windows(
+        source, verifier, progress, lambda scheme: _listable(backends, scheme),
+        sampler=Sampler(total, size, seed) if sample is not None else None,
+        earlier=lookup(previous), collected=Collected(keep_all=size <= KEEP_ALL),
+        tally=WarningTally(backends, protected=protected) if bucket_rules else None,
+    )
     before = _requests(backends)
-    progress.start("verifying", total=len(wanted), unit="entries")
+    progress.start("verifying", total=size, unit="entries")
     try:
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-            # Results are decided (and streamed) entry by entry: a listing's entries once it
-            # is done, every other entry as soon as it was HEADed.
-            leftovers: list[_Item] = list(plan.heads)
-            seen: list[_Seen | None] = []
-            for remaining, listed in pool.map(verifier.run_listing, plan.listings):
-                leftovers.extend(remaining)
-                seen.extend(listed)
-            for _ in pool.map(verifier.finish, seen):
-                verifier.flush(full_only=True)
-            for _ in pool.map(verifier.check, leftovers):
-                verifier.flush(full_only=True)
+            for window, last in windows(source.entries(), max(1, WINDOW)):
+                state.run(pool, window, last=last)
+                del window  # before the next window is read
     except BaseException:
         # Keep what was decided before the interruption (or the error), which matters more
         # than an error storing it.
@@ -386,21 +457,21 @@ def verify_manifest(
     finally:
         progress.finish()
     verifier.flush()
-    warnings = (bucket_warnings(manifest, backends, observations=verifier.observations,
-                                protected=protected)
-                if bucket_rules and wanted else [])
-    results = {**reused, **verifier.results}
+    warnings = state.warnings()  # (before the requests are counted: it may make some)
+    collected = state.collected
     return VerifyReport(
         artifact=artifact,
-        digest=manifest.digest,
+        digest=source.digest,
         checked_at=(clock or _utcnow)(),
         requests=_requests(backends) - before,
         deep=deep,
-        entries=[results[path] for path in sorted(results)],
+        entries=collected.entries,
         warnings=warnings,
-        total=len(manifest),
+        total=total,
         sampled=sample,
         seed=seed if sample is not None else None,
+        omitted_ok=collected.omitted_ok,
+        omitted_reused_ok=collected.omitted_reused_ok,
     )
 
 
@@ -429,14 +500,12 @@ def check_sample(sample: float | None) -> float | None:
     return None if sample == 1 else float(sample)
 
 
-def _sample_paths(manifest: Manifest, sample: float | None,
-                  seed: int | None) -> set[str] | None:
-    """``ceil(sample * N)`` entry paths chosen at random with ``seed`` (None: all)."""
-    if sample is None:
-        return None
-    paths = [e.path for e in manifest.sorted_entries()]
-    size = min(len(paths), math.ceil(round(sample * len(paths), 9)))
-    return set(random.Random(seed).sample(paths, size))
+def _target(seen: _Seen) -> ObjectStat | None:
+    """The object that should hold the recorded bytes: the pinned version, or the live
+    object when nothing was pinned."""
+    latest = seen.latest
+    live = latest if latest is not None and not latest.is_delete_marker else None
+    return seen.pinned if seen.item.entry.pinned else live
 
 
 def _utcnow() -> datetime:

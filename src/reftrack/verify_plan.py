@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .backends import ObjectStat
 from .errors import ReftrackError
-from .manifest import Manifest, ManifestEntry
+from .manifest import ManifestEntry, ManifestSource
 from .uri import RefURI, parse_uri
 from .verify_report import EntryResult, Status
 
@@ -27,75 +27,128 @@ class _Item:
     ref: RefURI  # pinned version in ref.version_id
 
 
+ListingId = tuple[str, str, str, bool]
+"""What makes two listings the same: scheme, bucket, prefix key, recursive."""
+
+
 @dataclass
 class _Listing:
     prefix: RefURI
     recursive: bool
     items: list[_Item]
     budget_pages: int  # abandon the listing for HEADs after this many pages
+    start_after: str | None = None
+    """List only the keys after this one (below every key of ``items``)."""
+    last_key: str = ""
+    """The greatest key of ``items``."""
+    stop_after: str | None = None
+    """Stop reading the listing once past this key (None: read it to the end)."""
+
+    @property
+    def identity(self) -> ListingId:
+        return (self.prefix.scheme, self.prefix.bucket, self.prefix.key, self.recursive)
 
 
 @dataclass
 class _Plan:
     listings: list[_Listing] = field(default_factory=list)
     heads: list[_Item] = field(default_factory=list)
+    tops: dict[ListingId, str] = field(default_factory=dict)
+    """Per listing (planned or not), the greatest key of the entries it would cover: a
+    start for the same listing in a later window of entries."""
+    refs: list[RefURI] = field(default_factory=list)
+    """The parsed reference of every entry planned for, in their order."""
 
 
-def _plan(manifest: Manifest, listable: Callable[[str], bool],
-          only: set[str] | None = None) -> _Plan:
-    """How to check the entries (those in ``only``, when given)."""
+def _plan(entries: Iterable[ManifestEntry], sources: Sequence[ManifestSource],
+          listable: Callable[[str], bool], wanted: Callable[[ManifestEntry], bool] | None = None,
+          *, floors: Mapping[ListingId, str] | None = None) -> _Plan:
+    """How to check ``entries`` (path order), or those of them ``wanted`` says; the others
+    (reused, not in the sample) only tell where a listing may start.
+
+    ``floors`` (per listing, the greatest key listed for it in earlier windows of the same
+    manifest) and the keys of the entries not wanted let a listing start after them
+    (``start_after``), when they are below every key it must see; ``tops`` gives the floors
+    for the next window. When the entries are a window of a larger manifest, a prefix is
+    expected to hold its share of the versions listed when it was logged."""
     plan = _Plan()
-    by_bucket: dict[tuple[str, str], list[_Item]] = defaultdict(list)
-    for entry in manifest.sorted_entries():
-        if only is not None and entry.path not in only:
-            continue
+    floors = floors or {}
+    by_bucket: dict[tuple[str, str], list[tuple[_Item, bool]]] = defaultdict(list)
+    for entry in entries:
         ref = parse_uri(entry.ref).with_version(entry.version_id)
-        by_bucket[(ref.scheme, ref.bucket)].append(_Item(entry, ref))
+        plan.refs.append(ref)
+        by_bucket[(ref.scheme, ref.bucket)].append(
+            (_Item(entry, ref), wanted is None or wanted(entry)))
 
-    sources: dict[tuple[str, str], list[tuple[RefURI, int]]] = defaultdict(list)
-    for source in manifest.sources:
+    by_source: dict[tuple[str, str], list[tuple[RefURI, ManifestSource]]] = defaultdict(list)
+    for source in sources:
         if source.kind != "prefix":
             continue
         try:
             ref = parse_uri(source.uri)
         except ReftrackError:
             continue
-        sources[(ref.scheme, ref.bucket)].append((ref, source.listed))
+        by_source[(ref.scheme, ref.bucket)].append((ref, source))
 
     for bucket, items in by_bucket.items():
         if not listable(bucket[0]):
-            plan.heads.extend(items)
+            plan.heads.extend(item for item, take in items if take)
             continue
         # Shortest prefix first: one listing of data/ covers data/sub/ too.
-        prefixes = sorted(sources.get(bucket, []), key=lambda s: len(s[0].key))
-        groups: dict[int, list[_Item]] = defaultdict(list)
-        loose: list[_Item] = []
-        for item in items:
+        prefixes = sorted(by_source.get(bucket, []), key=lambda s: len(s[0].key))
+        groups: dict[int, list[tuple[_Item, bool]]] = defaultdict(list)
+        loose: list[tuple[_Item, bool]] = []
+        for item, take in items:
             for index, (prefix, _) in enumerate(prefixes):
                 if item.ref.key.startswith(prefix.key):
-                    groups[index].append(item)
+                    groups[index].append((item, take))
                     break
             else:
-                loose.append(item)
+                loose.append((item, take))
         for index, members in groups.items():
-            prefix, listed = prefixes[index]
-            expected_pages = max(1, math.ceil(max(listed, len(members)) / PAGE_SIZE))
-            if expected_pages <= len(members):
-                plan.listings.append(_Listing(prefix, True, members, budget_pages=len(members)))
+            prefix, source = prefixes[index]
+            listing = _listing(plan, prefix, True, members, floors)
+            if listing is None:
+                continue
+            share = min(1.0, len(members) / max(1, source.entries))
+            versions = max(source.listed * share, len(listing.items))
+            if max(1, math.ceil(versions / PAGE_SIZE)) <= len(listing.items):
+                plan.listings.append(listing)
             else:
-                plan.heads.extend(members)
-        by_dir: dict[str, list[_Item]] = defaultdict(list)
-        for item in loose:
-            by_dir[item.ref.key.rpartition("/")[0]].append(item)
+                plan.heads.extend(listing.items)
+        by_dir: dict[str, list[tuple[_Item, bool]]] = defaultdict(list)
+        for item, take in loose:
+            by_dir[item.ref.key.rpartition("/")[0]].append((item, take))
         for directory, members in by_dir.items():
-            if len(members) >= LIST_MIN_ENTRIES:
-                prefix = members[0].ref.child(directory + "/" if directory else "")
-                plan.listings.append(
-                    _Listing(prefix, False, members, budget_pages=len(members))
-                )
+            prefix = members[0][0].ref.child(directory + "/" if directory else "")
+            listing = _listing(plan, prefix, False, members, floors)
+            if listing is None:
+                continue
+            if len(listing.items) >= LIST_MIN_ENTRIES:
+                plan.listings.append(listing)
             else:
-                plan.heads.extend(members)
+                plan.heads.extend(listing.items)
     return plan
+
+
+def _listing(plan: _Plan, prefix: RefURI, recursive: bool, members: list[tuple[_Item, bool]],
+             floors: Mapping[ListingId, str]) -> _Listing | None:
+    """The listing of ``prefix`` for the wanted ``members`` (None when none is wanted),
+    starting after the greatest key known to be below all of theirs; records its top."""
+    listing = _Listing(prefix, recursive, [item for item, take in members if take],
+                       budget_pages=0)
+    plan.tops[listing.identity] = max(item.ref.key for item, _ in members)
+    if not listing.items:
+        return None
+    listing.budget_pages = len(listing.items)
+    keys = [item.ref.key for item in listing.items]
+    first, listing.last_key = min(keys), max(keys)
+    below = [item.ref.key for item, take in members if not take and item.ref.key < first]
+    floor = floors.get(listing.identity)
+    if floor is not None and floor < first:
+        below.append(floor)
+    listing.start_after = max(below) if below else None
+    return listing
 
 
 # -- judging ------------------------------------------------------------------------------

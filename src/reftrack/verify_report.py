@@ -65,7 +65,8 @@ class VerifyReport(BaseModel):
     """What the buckets' own rules will do to the pinned data (lifecycle expiration,
     suspended or absent versioning); never part of the exit code."""
     total: int | None = None
-    """Entries in the manifest (``entries`` holds fewer for a sample)."""
+    """Entries in the manifest (``entries`` holds fewer for a sample, or when ``ok``
+    results were omitted)."""
     sampled: float | None = None
     """The fraction of the entries checked when this was a random sample (never a full
     verification), else None; ``seed`` reproduces the sample."""
@@ -74,31 +75,45 @@ class VerifyReport(BaseModel):
     """Results checked at or after this time were reused instead of checked again."""
     resumed_from: datetime | None = None
     """The start of the interrupted verification this one resumed, if any."""
+    omitted_ok: int = 0
+    """``ok`` results checked now but not listed in ``entries``: a verification of more
+    than ``reftrack.verify.KEEP_ALL`` entries lists only those that are not ``ok`` (so that
+    the report stays small); every result is in the registry for a logged version."""
+    omitted_reused_ok: int = 0
+    """``ok`` results reused from an earlier verification and not listed, likewise."""
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def checked(self) -> int:
-        """Entries checked by this verification (the others in ``entries`` were reused)."""
-        return sum(1 for e in self.entries if not e.reused)
+        """Entries checked by this verification (the others were reused)."""
+        return sum(1 for e in self.entries if not e.reused) + self.omitted_ok
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def reused(self) -> int:
         """Entries whose result was taken from an earlier verification."""
-        return sum(1 for e in self.entries if e.reused)
+        return sum(1 for e in self.entries if e.reused) + self.omitted_reused_ok
+
+    @property
+    def omitted(self) -> int:
+        """``ok`` results not listed in ``entries`` (checked now or reused)."""
+        return self.omitted_ok + self.omitted_reused_ok
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def summary(self) -> dict[str, int]:
+        """Entries per status, the ``ok`` ones not listed included."""
         counts = dict.fromkeys((s.value for s in Status), 0)
         for entry in self.entries:
             counts[entry.status.value] += 1
+        counts[Status.OK.value] += self.omitted
         return counts
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def passed(self) -> bool:
-        """True when every entry is ``ok``, ``moved`` or ``deleted``."""
+        """True when every entry is ``ok``, ``moved`` or ``deleted`` (the ones not listed
+        are ``ok``)."""
         return all(e.status in PASSING for e in self.entries)
 
     @computed_field  # type: ignore[prop-decorator]
@@ -113,6 +128,8 @@ class VerifyReport(BaseModel):
         return 0
 
     def by_status(self, *statuses: Status) -> list[EntryResult]:
+        """The listed entries with these statuses (``ok`` ones not listed are only counted:
+        :attr:`omitted_ok`)."""
         return [e for e in self.entries if e.status in statuses]
 
     @property

@@ -165,6 +165,7 @@ class Backend(Protocol):
         all_versions: bool = False,
         recursive: bool = True,
         page_limit: int | None = None,
+        start_after: str | None = None,
     ) -> Iterator[ObjectStat]:
         """Every object under ``prefix.key`` from a paginated bulk listing.
 
@@ -173,6 +174,14 @@ class Backend(Protocol):
         ``recursive=False`` lists direct children only (keys with no further ``/``).
         ``page_limit``: after that many pages, raise :class:`ScanLimitReached` instead of
         fetching another (never raised when the listing was complete).
+        ``start_after``: only keys strictly greater than it (a full key, not relative to the
+        prefix), and the listing starts there: S3 ``KeyMarker`` / ``StartAfter``, GCS
+        ``startOffset``, so the keys before it cost no pages.
+
+        Bucket stores (S3, GCS) yield keys in ascending order (code point order, which is
+        the stores' UTF-8 byte order), every version and delete marker of a key together:
+        a caller may stop iterating once it has passed the keys it wants, and close the
+        generator, and no further page is requested. Local files come sorted per directory.
         """
 
     def open(self, uri: RefURI, *, if_match: str | None = None) -> ObjectReader:

@@ -304,6 +304,7 @@ class GCSBackend:
         all_versions: bool = False,
         recursive: bool = True,
         page_limit: int | None = None,
+        start_after: str | None = None,
     ) -> Iterator[ObjectStat]:
         params = {"maxResults": str(PAGE_SIZE), "fields": _LIST_FIELDS}
         if prefix.key:
@@ -312,13 +313,19 @@ class GCSBackend:
             params["versions"] = "true"
         if not recursive:
             params["delimiter"] = "/"
+        if start_after is not None:
+            # inclusive: the key itself (and, from a server that ignores the parameter,
+            # every key before it) is dropped below
+            params["startOffset"] = start_after
         url = self._url("b/{}/o", prefix.bucket)
         pages = 0
         while True:
             page = self._get_json(prefix, "objects.list", url, params)
             pages += 1
             for item in page.get("items") or ():
-                yield self._from_info(prefix.bucket, "", resource=item)
+                stat = self._from_info(prefix.bucket, "", resource=item)
+                if start_after is None or stat.key > start_after:
+                    yield stat
             token = page.get("nextPageToken")
             if not token:
                 return

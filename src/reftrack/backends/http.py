@@ -524,6 +524,7 @@ class HTTPBackend:
         all_versions: bool = False,
         recursive: bool = True,
         page_limit: int | None = None,
+        start_after: str | None = None,
     ) -> Iterator[ObjectStat]:
         raise UsageError(
             f"{_shown(prefix)}: HTTP has no listing, so a prefix cannot be listed or "

@@ -113,8 +113,10 @@ class LocalBackend:
         all_versions: bool = False,
         recursive: bool = True,
         page_limit: int | None = None,
+        start_after: str | None = None,
     ) -> Iterator[ObjectStat]:
-        """Every regular file under the directory ``prefix.key``, sorted by path.
+        """Every regular file under the directory ``prefix.key``, sorted by path (each
+        directory's entries by name); ``start_after``: only paths greater than it.
 
         Local files keep one version, so ``all_versions`` changes nothing; there are no pages,
         so ``page_limit`` never stops the walk. A missing directory is ``ObjectNotFound``.
@@ -128,7 +130,11 @@ class LocalBackend:
                 raise NotADirectoryError(top)
         except OSError as exc:
             raise _translate(exc, prefix) from exc
-        yield from self._walk(prefix, top, root_real, recursive, {root_real})
+        walk = self._walk(prefix, top, root_real, recursive, {root_real})
+        if start_after is None:
+            yield from walk
+        else:
+            yield from (stat for stat in walk if stat.key > start_after)
 
     def _walk(
         self, prefix: RefURI, directory: str, root_real: str, recursive: bool, seen: set[str]

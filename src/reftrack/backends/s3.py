@@ -316,6 +316,16 @@ def _algorithms(item: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(str(name).lower() for name in names)
 
 
+def _ordered(page: list[tuple[ObjectStat, tuple[str, ...]]], start_after: str | None
+             ) -> list[tuple[ObjectStat, tuple[str, ...]]]:
+    """One listing page in key order (stable: a key's versions keep their newest-first
+    order, its delete markers follow them), without keys at or before ``start_after``."""
+    if start_after is not None:
+        page = [item for item in page if item[0].uri.key > start_after]
+    page.sort(key=lambda item: item[0].uri.key)
+    return page
+
+
 def _version(value: Any) -> str | None:
     if value in (None, "", "null"):
         return None
@@ -418,9 +428,10 @@ class S3Backend:
         all_versions: bool = False,
         recursive: bool = True,
         page_limit: int | None = None,
+        start_after: str | None = None,
     ) -> Iterator[ObjectStat]:
         for page in self._pages(prefix, all_versions=all_versions, recursive=recursive,
-                                page_limit=page_limit):
+                                page_limit=page_limit, start_after=start_after):
             for stat, _ in page:
                 yield stat
 
@@ -455,14 +466,22 @@ class S3Backend:
             return None
 
     def _pages(
-        self, prefix: RefURI, *, all_versions: bool, recursive: bool, page_limit: int | None
+        self, prefix: RefURI, *, all_versions: bool, recursive: bool, page_limit: int | None,
+        start_after: str | None = None,
     ) -> Iterator[list[tuple[ObjectStat, tuple[str, ...]]]]:
         """The listing, a page at a time: each object version normalised, with the checksum
-        algorithms the listing names for it (names only: a listing carries no values)."""
+        algorithms the listing names for it (names only: a listing carries no values).
+
+        A page is in key order, a key's versions then its delete markers (S3 sends the
+        versions and the delete markers of a page as two lists). ``start_after``: the
+        listing starts after that key (``KeyMarker``; keys at or before it that a server
+        sends anyway are dropped)."""
         kwargs: dict[str, Any] = {"Bucket": prefix.bucket, "Prefix": prefix.key,
                                   "MaxKeys": PAGE_SIZE}
         if not recursive:
             kwargs["Delimiter"] = "/"
+        if start_after is not None:
+            kwargs["KeyMarker"] = start_after
         pages = 0
         while True:
             try:
@@ -470,7 +489,7 @@ class S3Backend:
             except BackendError as exc:
                 if exc.code == "NotImplemented" and not all_versions and pages == 0:
                     # S3-compatible stores without versioning support (R2, old MinIO).
-                    yield from self._pages_unversioned(prefix, kwargs, page_limit)
+                    yield from self._pages_unversioned(prefix, kwargs, page_limit, start_after)
                     return
                 raise
             pages += 1
@@ -483,7 +502,7 @@ class S3Backend:
             if all_versions:
                 out.extend((self._from_info(bucket, item["Key"], item, is_delete_marker=True), ())
                            for item in page.get("DeleteMarkers", ()))
-            yield out
+            yield _ordered(out, start_after)
             if not page.get("IsTruncated"):
                 return
             if page_limit is not None and pages >= page_limit:
@@ -495,14 +514,19 @@ class S3Backend:
                 kwargs.pop("VersionIdMarker", None)
 
     def _pages_unversioned(
-        self, prefix: RefURI, kwargs: dict[str, Any], page_limit: int | None
+        self, prefix: RefURI, kwargs: dict[str, Any], page_limit: int | None,
+        start_after: str | None = None,
     ) -> Iterator[list[tuple[ObjectStat, tuple[str, ...]]]]:
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("KeyMarker", "VersionIdMarker")}
+        if start_after is not None:
+            kwargs["StartAfter"] = start_after
         pages = 0
         while True:
             page = self._call("list_objects_v2", prefix, **kwargs)
             pages += 1
-            yield [(self._from_info(prefix.bucket, item["Key"], item), _algorithms(item))
-                   for item in page.get("Contents", ())]
+            yield _ordered([(self._from_info(prefix.bucket, item["Key"], item),
+                             _algorithms(item)) for item in page.get("Contents", ())],
+                           start_after)
             if not page.get("IsTruncated"):
                 return
             if page_limit is not None and pages >= page_limit:

@@ -17,22 +17,21 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from ..errors import BackendError, ManifestError, NotFound, UsageError
+from ..errors import BackendError, NotFound, UsageError
 from ..manifest import Manifest
 from . import schema as t
 from .lifecycle import LifecycleStore, visible
+from .manifests import SPOOL_BYTES, ManifestReader, StoredManifest
 from .names import LATEST, VERSION_RE, check_alias, check_json, check_name
 from .records import ArtifactSummary, RunRecord, VersionRecord
 from .runs import RunStore, _now, _pk, _utc
 from .verifications import VerificationStore
 
-__all__ = ["ArtifactSummary", "Registry", "RunRecord", "VersionRecord"]
+__all__ = ["SPOOL_BYTES", "ArtifactSummary", "Registry", "RunRecord", "StoredManifest",
+           "VersionRecord"]
 
 CHUNK_BYTES = 4 * 1024 * 1024
 _SQLITE_BUSY = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
-SPOOL_BYTES = CHUNK_BYTES
-"""A stored manifest larger than this goes through a temporary file, not memory (a
-1,000,000-entry manifest is ~70 MB of gzip: it would add that to the peak RSS)."""
 
 
 class Unset:
@@ -67,7 +66,7 @@ def _registry_url(location: str) -> str:
     return f"sqlite:///{path.resolve()}"
 
 
-class Registry(RunStore, LifecycleStore, VerificationStore):
+class Registry(RunStore, LifecycleStore, VerificationStore, ManifestReader):
     """Where all the metadata lives. Open with a path or SQLAlchemy URL."""
 
     def __init__(self, location: str, *, clock: Callable[[], datetime] | None = None) -> None:
@@ -542,31 +541,6 @@ class Registry(RunStore, LifecycleStore, VerificationStore):
                 .order_by(t.versions.c.idx)
             ).all()
             return [self._record(conn, r) for r in rows]
-
-    def load_manifest(self, digest: str) -> Manifest:
-        """Stream a stored manifest back (chunk by chunk through a spooled file)."""
-        with self.engine.connect() as conn, tempfile.SpooledTemporaryFile(
-            max_size=SPOOL_BYTES
-        ) as spool:
-            rows = conn.execute(
-                sa.select(t.manifest_chunks.c.data)
-                .where(t.manifest_chunks.c.digest == digest)
-                .order_by(t.manifest_chunks.c.seq)
-                .execution_options(yield_per=4)
-            )
-            found = False
-            for (data,) in rows:
-                spool.write(data)
-                found = True
-            if not found:
-                raise ManifestError(f"manifest {digest} is missing from {self.location}")
-            spool.seek(0)
-            manifest = Manifest.read(spool, name=f"manifest {digest[:12]}")
-        if manifest.digest != digest:
-            raise ManifestError(
-                f"manifest {digest} in {self.location} is corrupt: it hashes to {manifest.digest}"
-            )
-        return manifest
 
     def projects(self) -> list[str]:
         with self.engine.connect() as conn:

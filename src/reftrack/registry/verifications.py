@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -29,6 +29,8 @@ RESULT_BATCH = 500
 RESUME_WITHIN = timedelta(hours=24)
 """An interrupted verification is resumed by the next one when it started less than this
 long ago; an older one is not (its results are too old to stand for a check now)."""
+
+_T = TypeVar("_T")
 
 NOT_VERIFIED = ("unreachable",)
 """Statuses that mean the entry could not be checked: stored, but never reused."""
@@ -97,10 +99,13 @@ class VerificationStore:
         return stored
 
     def results(self, version_id: int, *, since: datetime | None = None,
-                deep: bool = False, reusable: bool = False) -> dict[str, StoredResult]:
+                deep: bool = False, reusable: bool = False,
+                paths: Iterable[str] | None = None) -> dict[str, StoredResult]:
         """The latest result of each entry of a version (path -> result), checked at or after
         ``since`` when given. ``reusable``: only results that may stand for a new check
-        (not ``unreachable``, and deep ones when ``deep``)."""
+        (not ``unreachable``, and deep ones when ``deep``). ``paths``: only the results of
+        these entries (asked :data:`RESULT_BATCH` paths at a time), so that a verification
+        streaming a large version holds the results of one window of entries, not all."""
         query = sa.select(t.verify_results).where(t.verify_results.c.version_id == version_id)
         if since is not None:
             query = query.where(t.verify_results.c.checked_at >= since)
@@ -108,14 +113,19 @@ class VerificationStore:
             query = query.where(t.verify_results.c.status.not_in(NOT_VERIFIED))
             if deep:
                 query = query.where(t.verify_results.c.deep.is_(True))
+        queries = [query] if paths is None else [
+            query.where(t.verify_results.c.path.in_(batch))
+            for batch in _batches(paths, RESULT_BATCH)
+        ]
+        found: dict[str, StoredResult] = {}
         with self.engine.connect() as conn:
-            rows = conn.execute(query.execution_options(yield_per=RESULT_BATCH))
-            return {
-                row.path: StoredResult(path=row.path, status=row.status, detail=row.detail,
-                                       checked_at=_utc(row.checked_at), deep=bool(row.deep),
-                                       data=dict(row.data or {}))
-                for row in rows
-            }
+            for each in queries:
+                for row in conn.execute(each.execution_options(yield_per=RESULT_BATCH)):
+                    found[row.path] = StoredResult(
+                        path=row.path, status=row.status, detail=row.detail,
+                        checked_at=_utc(row.checked_at), deep=bool(row.deep),
+                        data=dict(row.data or {}))
+        return found
 
     # -- runs -------------------------------------------------------------------------------
 
@@ -168,8 +178,8 @@ class VerificationStore:
             ).values(finished_at=self._now()))
 
 
-def _batches(items: Iterable[StoredResult], size: int) -> Iterator[list[StoredResult]]:
-    batch: list[StoredResult] = []
+def _batches(items: Iterable[_T], size: int) -> Iterator[list[_T]]:
+    batch: list[_T] = []
     for item in items:
         batch.append(item)
         if len(batch) >= size:
