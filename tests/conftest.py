@@ -20,7 +20,7 @@ from moto.server import ThreadedMotoServer
 BUCKET = "test-bucket"
 
 # Fixtures for the other schemes' loopback servers live in their own modules.
-pytest_plugins = ["gcs_fixtures", "http_fixtures"]
+pytest_plugins = ["gcs_fixtures", "http_fixtures", "pg_fixtures", "server_fixtures"]
 
 
 class RequestLog:

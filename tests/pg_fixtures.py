@@ -1,0 +1,1 @@
+"""PostgreSQL for the tests: a real server from the machine's binaries (initdb + pg_ctl)."""
