@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import os
-import secrets
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
-
-from pydantic import ValidationError
 
 from .backends import ObjectStat
 from .blobs import BlobStore, absolute_local_path
@@ -17,13 +14,12 @@ from .manifest import EntryList, Manifest, ManifestEntry, ManifestSource
 from .progress import NullProgress, Progress
 from .references import hash_rows, reference_object, reference_prefix
 from .registry import VersionRecord, check_json, check_name
-from .registry.manifests import StoredManifest
 from .registry.store import UNSET, Unset
-from .registry.verifications import StoredResult
 from .settings import Settings
 from .transfer import DownloadReport, download_manifest
 from .uri import check_entry_path, parse_uri
-from .verify import EntryResult, VerifyReport, check_sample, verify_manifest
+from .verify import VerifyReport, check_sample, verify_manifest
+from .verify_logged import verify_logged
 
 if TYPE_CHECKING:
     from .lineage import Direction, LineageGraph, SourceVersion
@@ -498,71 +494,12 @@ class Artifact:
                 concurrency=concurrency or self._ctx.settings.concurrency, progress=progress,
                 deep=deep, sample=sample, seed=seed,
             )
-        registry, version_id = self._ctx.registry, self._record.id
-        resumed = registry.interrupted_verification(version_id) if resume else None
-        if resumed is not None and deep and not resumed.deep:
-            resumed = None  # its results are not deep: nothing to reuse
-        if resumed is not None and sample is not None and seed is None \
-                and resumed.sample == sample:
-            seed = resumed.seed  # the same sample, so that it resumes where it stopped
-        if sample is not None and seed is None:
-            seed = secrets.randbelow(2**31)
-        cutoffs = [registry.now() - since] if since is not None else []
-        cutoffs += [resumed.started_at] if resumed is not None else []
-        cutoff = min(cutoffs) if cutoffs else None
-
-        def previous(paths: list[str]) -> dict[str, EntryResult]:
-            """The reusable results of one window of entries (never all at once)."""
-            found: dict[str, EntryResult] = {}
-            for path, stored in registry.results(version_id, since=cutoff, deep=deep,
-                                                 reusable=True, paths=paths).items():
-                try:
-                    found[path] = EntryResult.model_validate({
-                        **stored.data, "path": path, "status": stored.status,
-                        "detail": stored.detail, "checked_at": stored.checked_at})
-                except ValidationError:
-                    continue  # written by another reftrack: check the entry again
-            return found
-
-        def store(batch: list[EntryResult]) -> None:
-            registry.record_results(version_id, [
-                StoredResult(path=r.path, status=r.status.value, detail=r.detail,
-                             checked_at=r.checked_at or registry.now(), deep=deep,
-                             data=r.model_dump(mode="json", exclude={
-                                 "path", "status", "detail", "checked_at", "reused"}))
-                for r in batch
-            ])
-
-        def run(manifest: Manifest | StoredManifest) -> VerifyReport:
-            mark = registry.start_verification(
-                version_id, deep=deep, sample=sample, seed=seed, entries=len(manifest),
-                started_at=resumed.started_at if resumed is not None else None)
-            report = verify_manifest(
-                manifest,
-                self._ctx.backends,
-                artifact=self._label(),
-                concurrency=concurrency or self._ctx.settings.concurrency,
-                progress=progress,
-                deep=deep,
-                protected=self.protected,
-                previous=previous if cutoff is not None else None,
-                sample=sample,
-                seed=seed,
-                on_results=store,
-                clock=registry.now,
-            )
-            registry.finish_verification(mark)
-            return report
-
-        if self._manifest is not None:  # already in memory
-            report = run(self._manifest)
-        else:  # streamed from the registry, a window of entries at a time
-            with registry.stream_manifest(self._logged().digest) as stored_manifest:
-                report = run(stored_manifest)
-        return report.model_copy(update={
-            "reused_since": cutoff,
-            "resumed_from": resumed.started_at if resumed is not None else None,
-        })
+        return verify_logged(
+            self._ctx.registry, self._record.id, self._ctx.backends,
+            manifest=self._manifest, digest=self._logged().digest, label=self._label(),
+            protected=self.protected, concurrency=concurrency or self._ctx.settings.concurrency,
+            progress=progress, deep=deep, since=since, sample=sample, seed=seed, resume=resume,
+        )
 
     # -- lineage ------------------------------------------------------------------------------
 
