@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from click.testing import Result
+from clocks import Clock
 from typer.testing import CliRunner
 
 import reftrack
@@ -33,19 +34,6 @@ from reftrack.verify import EntryResult, Status, VerifyReport, parse_sample
 
 runner = CliRunner()
 SINGLES = 12  # objects referenced one by one, each in its own directory: one HEAD each
-
-
-class Clock:
-    """The registry clock, moved by hand."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC).replace(microsecond=0)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **kw: float) -> None:
-        self.now += timedelta(**kw)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -27,6 +27,7 @@ from urllib.parse import parse_qs
 import pytest
 import sqlalchemy as sa
 from click.testing import Result
+from clocks import Clock
 from typer.testing import CliRunner
 
 import reftrack
@@ -47,19 +48,6 @@ N = 60  # objects under the prefix
 WINDOW = 7
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
-
-
-class Clock:
-    """The registry clock, moved by hand."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC).replace(microsecond=0)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **kw: float) -> None:
-        self.now += timedelta(**kw)
 
 
 @pytest.fixture
