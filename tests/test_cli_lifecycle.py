@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from reftrack.cli import app
+
+# Every test here runs on an SQLite and on a PostgreSQL registry (pg_fixtures.py).
+pytestmark = pytest.mark.usefixtures("each_registry")
 
 runner = CliRunner()
 

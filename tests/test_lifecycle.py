@@ -20,6 +20,9 @@ from reftrack.lifecycle import parse_duration
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
+# Every test here runs on an SQLite and on a PostgreSQL registry (pg_fixtures.py).
+pytestmark = pytest.mark.usefixtures("each_registry")
+
 
 @pytest.fixture
 def clock() -> Clock:

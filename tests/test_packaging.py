@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,7 +43,8 @@ def test_ci_fails_when_the_install_fails(tmp_path: Path) -> None:
     fake = fake.replace(". .ci-venv/bin/activate", "true")
     script = tmp_path / "run"
     script.write_text(fake.replace('cd "$(dirname "$0")/.."', f"cd {tmp_path}"))
-    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "REFTRACK_TEST_NO_POSTGRES": "1"})  # no install
     assert result.returncode == 1 and "failed with status 1" in result.stderr
 
 
@@ -62,3 +66,31 @@ def test_version_and_module_entry_point() -> None:
     out = subprocess.run([sys.executable, "-m", "reftrack", "--version"], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == f"reftrack {reftrack.__version__}"
+
+
+def test_ci_installs_postgresql_before_the_tests() -> None:
+    ci = (ROOT / ".ci" / "run").read_text()
+    command = readme_setup_commands()[1]
+    assert "/usr/lib/postgresql/*/bin" in ci
+    assert ci.index("apt-get install -y -q postgresql") < ci.index(f"{command} ||")
+
+
+@pytest.mark.parametrize(("env", "outcome"), [({}, "1 error"),
+                                              ({"REFTRACK_TEST_NO_POSTGRES": "1"}, "1 skipped")])
+def test_postgres_tests_fail_without_the_binaries_unless_told_to_skip(
+        tmp_path: Path, env: dict[str, str], outcome: str) -> None:
+    """No PostgreSQL binaries must never pass as a green run: the fixture fails and says how
+    to install them; REFTRACK_TEST_NO_POSTGRES=1 skips instead."""
+    (tmp_path / "conftest.py").write_text(
+        "import pg_fixtures\npg_fixtures.PG_BIN_DIRS = '/nonexistent/*/bin'\n"
+        "pytest_plugins = ['pg_fixtures']\n")
+    (tmp_path / "test_pg.py").write_text("def test_pg(pg_url):\n    pass\n")
+    path = ":".join(p for p in os.environ["PATH"].split(":")
+                    if p and not (Path(p) / "initdb").exists())
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        env={**os.environ, "PATH": path, "PYTHONPATH": str(ROOT / "tests"), **env})
+    assert outcome in result.stdout, result.stdout + result.stderr
+    if not env:
+        assert result.returncode != 0 and "apt-get install -y postgresql" in result.stdout

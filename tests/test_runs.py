@@ -13,6 +13,9 @@ import pytest
 import reftrack
 from reftrack.errors import NotFound, UsageError
 
+# Every test here runs on an SQLite and on a PostgreSQL registry (pg_fixtures.py).
+pytestmark = pytest.mark.usefixtures("each_registry")
+
 
 @pytest.fixture
 def data(tmp_path: Path) -> Path:

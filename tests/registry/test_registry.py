@@ -18,8 +18,9 @@ def manifest(*versions: str) -> Manifest:
 
 
 @pytest.fixture
-def reg(tmp_path) -> Registry:
-    return Registry(str(tmp_path / "reg.db"))
+def reg(registry_location: str) -> Registry:
+    """A fresh registry, on SQLite and on PostgreSQL (``registry_location``, pg_fixtures.py)."""
+    return Registry(registry_location)
 
 
 def log(reg: Registry, m: Manifest, name: str = "ds", **kw):
@@ -123,8 +124,8 @@ def test_a_failure_mid_log_leaves_no_trace(reg: Registry, monkeypatch) -> None:
         reg.resolve("p", "fresh")
 
 
-def test_concurrent_writers_get_distinct_versions(tmp_path) -> None:
-    path = str(tmp_path / "shared.db")
+def test_concurrent_writers_get_distinct_versions(registry_location: str) -> None:
+    path = registry_location
     Registry(path)
     errors: list[BaseException] = []
 

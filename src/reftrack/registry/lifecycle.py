@@ -20,9 +20,9 @@ from sqlalchemy.engine import Connection, Engine
 
 from ..errors import NotFound, UsageError
 from . import schema as t
+from .dialects import utc as _utc
 from .names import check_name
 from .records import VersionRecord
-from .runs import _utc
 
 __all__ = ["LifecycleStore", "PurgePlan"]
 

@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from ..errors import NotFound, UsageError
 from . import schema as t
+from .dialects import utc as _utc
 from .names import check_json, check_name
 from .records import RunRecord, VersionRecord
 
@@ -24,11 +25,6 @@ __all__ = ["RunStore"]
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _utc(value: datetime) -> datetime:
-    """SQLite returns naive datetimes: they were stored in UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _pk(result: sa.CursorResult[Any]) -> int:

@@ -1,37 +1,39 @@
 """The registry: projects, artifacts, versions, aliases, manifests and runs.
 
-SQLite by default (a file under the user's data dir), any SQLAlchemy URL otherwise. Every
-write is one transaction: an error or a crash part-way leaves the registry as it was.
+SQLite by default (a file under the user's data dir), PostgreSQL by URL; what differs between
+the two (URLs, the write lock, errors) is in :mod:`.dialects`. Every write is one transaction:
+an error or a crash part-way leaves the registry as it was.
 """
 
 from __future__ import annotations
 
-import re
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from ..errors import BackendError, NotFound, UsageError
+from ..errors import NotFound, UsageError
 from ..manifest import Manifest
+from . import dialects
 from . import schema as t
+from .dialects import redact as _redact
+from .dialects import registry_url as _registry_url
+from .dialects import utc as _utc
 from .lifecycle import LifecycleStore, visible
 from .manifests import SPOOL_BYTES, ManifestReader, StoredManifest
 from .names import LATEST, VERSION_RE, check_alias, check_json, check_name
 from .records import ArtifactSummary, RunRecord, VersionRecord
-from .runs import RunStore, _now, _pk, _utc
+from .runs import RunStore, _now, _pk
 from .verifications import VerificationStore
 
 __all__ = ["SPOOL_BYTES", "ArtifactSummary", "Registry", "RunRecord", "StoredManifest",
            "VersionRecord"]
 
 CHUNK_BYTES = 4 * 1024 * 1024
-_SQLITE_BUSY = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
 
 
 class Unset:
@@ -42,30 +44,6 @@ UNSET = Unset()
 _WRITE_ATTEMPTS = 5
 
 
-
-
-
-def _redact(location: str) -> str:
-    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
-    return re.sub(r"://([^:/@]*):[^@/]*@", r"://\1:***@", location)
-
-
-def _registry_url(location: str) -> str:
-    if "://" in location:
-        return location
-    path = Path(location).expanduser()
-    if path.exists() and path.is_dir():
-        path = path / "registry.db"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(
-            f"cannot create the registry directory {path.parent} ({exc.strerror}); set "
-            "REFTRACK_REGISTRY or --registry to a writable path"
-        ) from exc
-    return f"sqlite:///{path.resolve()}"
-
-
 class Registry(RunStore, LifecycleStore, VerificationStore, ManifestReader):
     """Where all the metadata lives. Open with a path or SQLAlchemy URL."""
 
@@ -73,17 +51,12 @@ class Registry(RunStore, LifecycleStore, VerificationStore, ManifestReader):
         self.location = _redact(location)  # what messages show: never a password
         self._clock = clock or _now
         self.url = _registry_url(location)
-        try:
-            self.engine: Engine = sa.create_engine(self.url)
-        except (sa.exc.ArgumentError, ImportError) as exc:
-            raise UsageError(
-                f"cannot open registry {self.location!r}: {exc}. Give a file path or an SQLAlchemy "
-                "URL such as postgresql://user@host/db"
-            ) from exc
-        if self.engine.dialect.name == "sqlite":
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-            sa.event.listen(self.engine, "begin", _sqlite_begin)
+        self.engine: Engine = dialects.make_engine(self.url, self.location)
+        self.dialect = self.engine.dialect.name  # "sqlite" or "postgresql"
+        errors = dialects.watch_errors(self.engine, self.url, self.location)
         self._init_schema()
+        if errors is not None:
+            errors.opened = True
 
     def close(self) -> None:
         self.engine.dispose()
@@ -103,9 +76,10 @@ class Registry(RunStore, LifecycleStore, VerificationStore, ManifestReader):
 
     def _init_schema(self) -> None:
         try:
-            # One write transaction (BEGIN IMMEDIATE on SQLite): a deferred one that reads the
-            # schema and then creates tables would fail at once ("database is locked") while
-            # another process writes, instead of queueing behind it.
+            # One write transaction, under the write lock: on SQLite a deferred one that reads
+            # the schema and then creates tables would fail at once ("database is locked")
+            # while another process writes, instead of queueing behind it; on PostgreSQL,
+            # processes opening a fresh registry at once would race to create the same tables.
             with self._write() as conn:
                 t.metadata.create_all(conn)
                 row = conn.execute(
@@ -124,14 +98,23 @@ class Registry(RunStore, LifecycleStore, VerificationStore, ManifestReader):
                     self._migrate(conn, int(row[0]))
         except sa.exc.OperationalError as exc:
             raise UsageError(
-                f"cannot open registry {self.location}: {exc.orig}; check the path or URL "
-                "(REFTRACK_REGISTRY, --registry)"
+                f"cannot open registry {self.location}: {self._detail(exc)}; check the path or "
+                "URL (REFTRACK_REGISTRY, --registry)"
             ) from exc
         except sa.exc.DatabaseError as exc:
+            if self.dialect == "postgresql":  # e.g. no permission to create the tables
+                raise UsageError(
+                    f"cannot set up registry {self.location}: {self._detail(exc)}; the "
+                    "database user must be allowed to create tables in it on first use"
+                ) from exc
             raise UsageError(
                 f"{self.location} is not a reftrack registry ({exc.orig}); point "
                 "REFTRACK_REGISTRY or --registry at a registry file or database"
             ) from exc
+
+    def _detail(self, exc: sa.exc.DBAPIError) -> str:
+        """The driver's message, on one line and without the URL's password."""
+        return dialects.scrub(" ".join(str(exc.orig).split()), self.url)
 
     def _migrate(self, conn: Connection, found: int) -> None:
         """Upgrade an older registry in place, in the caller's transaction (all or nothing):
@@ -142,8 +125,10 @@ class Registry(RunStore, LifecycleStore, VerificationStore, ManifestReader):
             table = t.metadata.tables[table_name]
             for name in names:
                 if name not in present:
+                    quote = conn.dialect.identifier_preparer
                     kind = table.c[name].type.compile(dialect=conn.dialect)
-                    conn.execute(sa.text(f'ALTER TABLE {table_name} ADD COLUMN "{name}" {kind}'))
+                    conn.execute(sa.text(f"ALTER TABLE {quote.format_table(table)} "
+                                         f"ADD COLUMN {quote.quote(name)} {kind}"))
         conn.execute(
             t.meta.update()
             .where(t.meta.c.key == "schema_version")
@@ -157,22 +142,21 @@ class Registry(RunStore, LifecycleStore, VerificationStore, ManifestReader):
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        """A write transaction. On SQLite it takes the write lock at once (BEGIN IMMEDIATE),
-        so concurrent writers queue instead of racing. A writer that waited longer than the
-        busy timeout (30 s) gets a clear error instead of a driver traceback."""
+        """A write transaction, holding the registry's write lock from its first statement
+        (``BEGIN IMMEDIATE`` on SQLite, an advisory lock on PostgreSQL: see
+        :mod:`.dialects`), so concurrent writers queue instead of racing. A writer that
+        waited longer than the lock timeout (30 s) gets a clear error, not a traceback."""
         try:
             with self.engine.connect() as conn:
-                conn.execution_options(reftrack_write=True)
+                conn.execution_options(**dialects.write_options(self.engine))
                 with conn.begin():
+                    dialects.begin_write(conn)
                     yield conn
-        except sa.exc.OperationalError as exc:
-            if getattr(exc.orig, "sqlite_errorcode", None) not in _SQLITE_BUSY:
+        except sa.exc.DBAPIError as exc:
+            mapped = dialects.write_error(exc, self.location)
+            if mapped is None:
                 raise
-            raise BackendError(
-                f"registry {self.location} stayed locked by another writer for 30 s (a long "
-                "`reftrack gc`, or another process logging); retry when it has finished",
-                self.location,
-            ) from exc
+            raise mapped from exc
 
     # -- projects and artifacts -------------------------------------------------------------
 
@@ -605,19 +589,3 @@ def _ttl(row: sa.Row[Any]) -> timedelta | None:
     project's default."""
     seconds = row.ttl_seconds if row.ttl_set else row.default_ttl_seconds
     return timedelta(seconds=int(seconds)) if seconds is not None else None
-
-
-def _sqlite_begin(conn: Connection) -> None:
-    immediate = conn.get_execution_options().get("reftrack_write", False)
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # pysqlite's own transaction handling is off; _sqlite_begin emits BEGIN instead
-    # (SQLAlchemy's documented recipe for SQLite transactions).
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.close()

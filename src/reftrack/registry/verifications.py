@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from . import schema as t
-from .runs import _utc
+from .dialects import utc as _utc
 
 __all__ = ["RESUME_WITHIN", "StoredResult", "VerificationRun", "VerificationStore"]
 
