@@ -552,6 +552,7 @@ def diff_cmd(
 # The lifecycle commands (protect, unprotect, ttl, delete, restore, gc) live in
 # cli_lifecycle.py; importing it registers them on ``app``.
 from . import cli_lifecycle as _cli_lifecycle  # noqa: E402, F401
+from . import cli_team as _cli_team  # noqa: E402, F401  (server, admin, project)
 
 
 def main() -> None:

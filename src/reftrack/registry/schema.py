@@ -30,6 +30,14 @@ nothing rewritten)."""
 
 metadata = MetaData()
 
+
+def _name(length: int = 128) -> String:
+    """A name column (project, artifact, alias): compared and sorted by code point on both
+    databases, SQLite's BINARY and PostgreSQL's "C" collation, whatever the locale the
+    PostgreSQL database was created with (``ls`` lists in the same order on both)."""
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
+
+
 meta = Table(
     "reftrack_meta",
     metadata,
@@ -41,7 +49,7 @@ projects = Table(
     "projects",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("name", String(128), nullable=False, unique=True),
+    Column("name", _name(), nullable=False, unique=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("default_ttl_seconds", BigInteger),  # schema 3
 )
@@ -51,7 +59,7 @@ artifacts = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("project_id", Integer, ForeignKey("projects.id"), nullable=False),
-    Column("name", String(128), nullable=False),
+    Column("name", _name(), nullable=False),
     Column("type", String(128), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     # schema 3: the highest version index ever given, so that numbers purged by gc are
@@ -85,9 +93,9 @@ runs = Table(
     "runs",
     metadata,
     Column("pk", Integer, primary_key=True, autoincrement=True),
-    Column("id", String(64), nullable=False),
+    Column("id", String(128), nullable=False),  # run ids are names (1-128 characters)
     Column("project_id", Integer, ForeignKey("projects.id"), nullable=False),
-    Column("name", String(256)),
+    Column("name", Text),  # free text
     Column("job_type", String(128)),
     Column("config", JSON, nullable=False),
     Column("state", String(16), nullable=False),
@@ -149,7 +157,7 @@ aliases = Table(
     "aliases",
     metadata,
     Column("artifact_id", Integer, ForeignKey("artifacts.id"), primary_key=True),
-    Column("alias", String(128), primary_key=True),
+    Column("alias", _name(), primary_key=True),
     Column("version_id", Integer, ForeignKey("versions.id"), nullable=False),
 )
 
@@ -210,3 +218,4 @@ verify_runs = Table(
     Column("seed", BigInteger),
     Column("entries", BigInteger, nullable=False),
 )
+from . import team_schema  # noqa: E402, F401
