@@ -160,8 +160,8 @@ class Sweep:
 class Api:
     """Read access to the registry.
 
-    ``registry`` (a path or SQLAlchemy URL) overrides ``REFTRACK_REGISTRY``; ``project`` lets
-    names omit their project (``Api(project="demo").artifact("images:v0")``).
+    ``registry`` (a path, SQLAlchemy URL or server URL) overrides ``REFTRACK_REGISTRY``;
+    ``project`` lets names omit their project (``Api(project="demo").artifact("images:v0")``).
     """
 
     def __init__(

@@ -57,7 +57,8 @@ RegistryOpt = Annotated[
     str | None,
     typer.Option(
         "--registry",
-        help="Registry path or SQLAlchemy URL (default: $REFTRACK_REGISTRY, else "
+        help="Registry path, SQLAlchemy URL or registry server URL (https://..., with "
+        "$REFTRACK_TOKEN) (default: $REFTRACK_REGISTRY, else "
         "<user data dir>/reftrack/registry.db).",
         show_default=False,
     ),

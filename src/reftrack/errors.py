@@ -9,6 +9,8 @@ class's ``exit_code``::
     ├─ InvalidURIError       unparseable / unsafe URI           2   (also ValueError)
     ├─ NotFound              project, artifact, version, alias  4   (also LookupError)
     ├─ AccessDenied          project visibility / membership    5   (also PermissionError)
+    │  └─ Forbidden          a registry server lets you read,    5
+    │                        not do this (HTTP 403)
     ├─ BackendError(.uri)    cloud failure, cause kept           3
     │  ├─ ObjectNotFound     key or pinned version gone         4   (also FileNotFoundError)
     │  ├─ BucketNotFound     the bucket does not exist           3
@@ -34,6 +36,7 @@ __all__ = [
     "BucketAccessDenied",
     "BucketNotFound",
     "DownloadFailed",
+    "Forbidden",
     "IntegrityError",
     "InvalidURIError",
     "ManifestError",
@@ -82,6 +85,11 @@ class AccessDenied(ReftrackError, PermissionError):
     """The registry refuses access to a project."""
 
     exit_code = 5
+
+
+class Forbidden(AccessDenied):
+    """A registry server lets the caller see the project but not do this (HTTP 403): a
+    reader writing to a public project, a member changing its settings."""
 
 
 class BackendError(ReftrackError):

@@ -40,7 +40,8 @@ from pydantic import BaseModel, ConfigDict
 
 from .errors import UsageError
 from .manifest import ManifestEntry
-from .registry import Registry, RunRecord, VersionRecord
+from .registry import RunRecord, VersionRecord
+from .registry.remote import AnyRegistry
 
 __all__ = [
     "Direction",
@@ -252,7 +253,7 @@ class SourceVersion(BaseModel):
     logged_by: str | None
     depth: int
 
-    def references(self, registry: Registry) -> Iterator[PinnedReference]:
+    def references(self, registry: AnyRegistry) -> Iterator[PinnedReference]:
         """This version's pinned references, by path (see :func:`references`)."""
         return references(registry, self)
 
@@ -270,7 +271,7 @@ def node_id(record: Record) -> str:
 class _Walker:
     """Breadth-first walks over one registry, remembering every record it met."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: AnyRegistry) -> None:
         self.registry = registry
         self.records: dict[str, Record] = {}
 
@@ -381,7 +382,7 @@ def _root_record(root: Record) -> Record:
 
 
 def walk(
-    registry: Registry,
+    registry: AnyRegistry,
     root: VersionRecord | RunRecord,
     *,
     direction: Direction = "both",
@@ -423,7 +424,7 @@ def walk(
     )
 
 
-def sources(registry: Registry, root: VersionRecord | RunRecord) -> list[SourceVersion]:
+def sources(registry: AnyRegistry, root: VersionRecord | RunRecord) -> list[SourceVersion]:
     """The source data ``root`` is built on, transitively: every version upstream of
     ``root`` (or ``root`` itself) that no run derived from other versions, i.e. that no run
     logged or whose run used no version. Nearest first; each names its exact version and
@@ -449,7 +450,7 @@ def sources(registry: Registry, root: VersionRecord | RunRecord) -> list[SourceV
 
 
 def references(
-    registry: Registry, source: SourceVersion | VersionRecord
+    registry: AnyRegistry, source: SourceVersion | VersionRecord
 ) -> Iterator[PinnedReference]:
     """The pinned references of a version's manifest, one at a time, sorted by path.
 
@@ -462,7 +463,7 @@ def references(
 
 
 def write_sources_json(
-    registry: Registry, root: str, found: Iterable[SourceVersion], out: IO[str]
+    registry: AnyRegistry, root: str, found: Iterable[SourceVersion], out: IO[str]
 ) -> None:
     """Write ``{"root": ..., "sources": [{..., "references": [...]}, ...]}`` to ``out``,
     one reference at a time (a source's manifest is never turned into one big string)."""

@@ -299,7 +299,7 @@ def verify_lines(report: VerifyReport, name: str) -> list[str]:
     if report.sampled is None and not report.reused:
         lines.append(f"verified [bold]{escape(name)}[/]{how}: {report.checked:,} entries "
                      f"with {report.requests} request(s)")
-        return lines
+        return lines + _not_stored(report)
     sample = (f" ({_percent(report.sampled)} sample, seed {report.seed})"
               if report.sampled is not None else "")
     line = (f"verified [bold]{escape(name)}[/]{how}: checked {report.checked:,} of {total:,} "
@@ -310,7 +310,15 @@ def verify_lines(report: VerifyReport, name: str) -> list[str]:
                  else "")
         line += f"; {report.reused:,} result(s) reused from earlier checks{since}"
     lines.append(line)
-    return lines
+    return lines + _not_stored(report)
+
+
+def _not_stored(report: VerifyReport) -> list[str]:
+    if report.results_stored is not False:
+        return []
+    return ["[yellow]results not stored[/]: you may read this project on the registry server "
+            "but not write to it, so these results are not kept for `--since` or resuming "
+            "(a member's verification stores them)"]
 
 
 def verify_verdict(report: VerifyReport) -> str:

@@ -346,8 +346,8 @@ def init(
     - ``save_code=True`` logs the main script (``sys.argv[0]``) as a ``code`` artifact
       and records it as an input of the run.
     - The user, host, program and git commit (when run inside a git work tree) are recorded.
-    - ``registry`` (a path or SQLAlchemy URL) overrides ``REFTRACK_REGISTRY`` and the default
-      ``<user data dir>/reftrack/registry.db``.
+    - ``registry`` (a path, SQLAlchemy URL or server URL) overrides ``REFTRACK_REGISTRY`` and
+      the default ``<user data dir>/reftrack/registry.db``.
     """
     if config is not None and not isinstance(config, dict):
         raise UsageError(f"config must be a dict, not {type(config).__name__}")

@@ -31,7 +31,8 @@ def default_registry_path() -> Path:
 class Settings(BaseModel):
     """How reftrack is configured.
 
-    ``registry`` is a filesystem path (SQLite) or an SQLAlchemy URL. ``blob_store`` is where
+    ``registry`` is a filesystem path (SQLite), an SQLAlchemy URL, or the URL of a registry
+    server (``https://...``), which ``token`` authenticates to. ``blob_store`` is where
     managed files (``Artifact.add_file``/``add_dir``) are stored: a local directory or a
     ``s3://bucket/prefix/`` / ``gs://bucket/prefix/`` URL; by default the ``blobs/`` directory
     next to an SQLite registry (a registry given by a server URL has no default).
@@ -50,6 +51,9 @@ class Settings(BaseModel):
     grace: timedelta = DEFAULT_GRACE
     """How long a deleted version stays restorable before ``gc`` may purge it (and how long a
     blob stored for a version not logged yet is kept from ``gc``)."""
+    token: str | None = Field(default=None, repr=False, exclude=True)
+    """The API token for a registry server (``REFTRACK_TOKEN``); None: anonymous. Never
+    shown in ``repr`` nor dumped."""
     clock: Callable[[], datetime] | None = Field(default=None, exclude=True)
     """The registry's clock (tz-aware); None: the system clock. For tests and simulations."""
 
@@ -63,8 +67,8 @@ class Settings(BaseModel):
             raise UsageError(f"invalid reftrack settings: {problems}") from None
         if not self.registry.strip():
             raise UsageError(
-                "the registry location is empty; give a path or an SQLAlchemy URL "
-                "(REFTRACK_REGISTRY, --registry)"
+                "the registry location is empty; give a path, an SQLAlchemy URL or a registry "
+                "server URL (REFTRACK_REGISTRY, --registry)"
             )
         if self.blob_store is not None and not self.blob_store.strip():
             raise UsageError(
@@ -83,6 +87,8 @@ class Settings(BaseModel):
         values: dict[str, Any] = {}
         if os.environ.get("REFTRACK_REGISTRY"):
             values["registry"] = os.environ["REFTRACK_REGISTRY"]
+        if os.environ.get("REFTRACK_TOKEN", "").strip():
+            values["token"] = os.environ["REFTRACK_TOKEN"].strip()
         if os.environ.get("REFTRACK_BLOB_STORE"):
             values["blob_store"] = os.environ["REFTRACK_BLOB_STORE"]
         if os.environ.get("REFTRACK_CONCURRENCY"):

@@ -10,10 +10,11 @@ from datetime import timedelta
 from pydantic import ValidationError
 
 from .backends import Backends
+from .errors import Forbidden
 from .manifest import Manifest
 from .progress import Progress
-from .registry import Registry
 from .registry.manifests import StoredManifest
+from .registry.remote import AnyRegistry
 from .registry.verifications import StoredResult
 from .verify import EntryResult, VerifyReport, verify_manifest
 
@@ -21,7 +22,7 @@ __all__ = ["verify_logged"]
 
 
 def verify_logged(
-    registry: Registry,
+    registry: AnyRegistry,
     version_id: int,
     backends: Backends,
     *,
@@ -37,7 +38,13 @@ def verify_logged(
     seed: int | None,
     resume: bool,
 ) -> VerifyReport:
-    """``Artifact.verify`` of a logged version (arguments checked by the caller)."""
+    """``Artifact.verify`` of a logged version (arguments checked by the caller).
+
+    On a registry server, storing results needs write access to the project. A reader (a
+    public project they are no member of) still verifies: the server's 403 on the first
+    write (marking the verification started, before any bucket is asked) switches storing
+    off, the stored results of others are still reused, and the report says
+    ``results_stored=False``."""
     resumed = registry.interrupted_verification(version_id) if resume else None
     if resumed is not None and deep and not resumed.deep:
         resumed = None  # its results are not deep: nothing to reuse
@@ -63,19 +70,31 @@ def verify_logged(
                 continue  # written by another reftrack: check the entry again
         return found
 
+    storing = True
+
     def store(batch: list[EntryResult]) -> None:
-        registry.record_results(version_id, [
-            StoredResult(path=r.path, status=r.status.value, detail=r.detail,
-                         checked_at=r.checked_at or registry.now(), deep=deep,
-                         data=r.model_dump(mode="json", exclude={
-                             "path", "status", "detail", "checked_at", "reused"}))
-            for r in batch
-        ])
+        nonlocal storing
+        if not storing:
+            return
+        try:
+            registry.record_results(version_id, [
+                StoredResult(path=r.path, status=r.status.value, detail=r.detail,
+                             checked_at=r.checked_at or registry.now(), deep=deep,
+                             data=r.model_dump(mode="json", exclude={
+                                 "path", "status", "detail", "checked_at", "reused"}))
+                for r in batch
+            ])
+        except Forbidden:  # write access taken away meanwhile: go on without storing
+            storing = False
 
     def run(manifest: Manifest | StoredManifest) -> VerifyReport:
-        mark = registry.start_verification(
-            version_id, deep=deep, sample=sample, seed=seed, entries=len(manifest),
-            started_at=resumed.started_at if resumed is not None else None)
+        nonlocal storing
+        try:
+            mark = registry.start_verification(
+                version_id, deep=deep, sample=sample, seed=seed, entries=len(manifest),
+                started_at=resumed.started_at if resumed is not None else None)
+        except Forbidden:  # read-only access to the project (a registry server's 403)
+            mark, storing = None, False
         report = verify_manifest(
             manifest,
             backends,
@@ -90,7 +109,8 @@ def verify_logged(
             on_results=store,
             clock=registry.now,
         )
-        registry.finish_verification(mark)
+        if mark is not None and storing:
+            registry.finish_verification(mark)
         return report
 
     if manifest is not None:  # already in memory
@@ -101,5 +121,6 @@ def verify_logged(
     return report.model_copy(update={
         "reused_since": cutoff,
         "resumed_from": resumed.started_at if resumed is not None else None,
+        "results_stored": storing,
     })
 

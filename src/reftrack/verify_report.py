@@ -81,6 +81,10 @@ class VerifyReport(BaseModel):
     the report stays small); every result is in the registry for a logged version."""
     omitted_reused_ok: int = 0
     """``ok`` results reused from an earlier verification and not listed, likewise."""
+    results_stored: bool | None = None
+    """For a logged version: True when each entry's result was kept in the registry (for
+    ``since`` and resuming); False when the registry server let this user read the project
+    but not write to it, so nothing was stored. None for an artifact not logged."""
 
     @computed_field  # type: ignore[prop-decorator]
     @property
