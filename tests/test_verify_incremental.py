@@ -355,10 +355,15 @@ def test_a_crash_keeps_the_finished_batches(bucket: str, put: Any, api: reftrack
     proc = subprocess.run([sys.executable, "-c", script], env=os.environ.copy(),
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 9, proc.stderr
-    assert len(stored(api)) == 10  # two batches of 5; the 11th result was not stored
+    # Whole batches of 5 survive the crash; the batch being filled is lost. How many were
+    # stored depends on how far the calling thread got with storing while the worker ran
+    # ahead (one worker: at most one batch behind), so: 5 or 10, never a part of a batch,
+    # never the 11th result.
+    done = len(stored(api))
+    assert done in (5, 10), done
     requests_log.clear()
     report = api.artifact("p/one:v0").verify()
-    assert report.reused == 10 and requests_log.count("HEAD") == SINGLES - 10
+    assert report.reused == done and requests_log.count("HEAD") == SINGLES - done
 
 
 def test_cli_ctrl_c_exits_130_and_the_next_run_resumes(
