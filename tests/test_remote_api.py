@@ -437,3 +437,37 @@ def test_the_environment_selects_the_server(team_server: TeamServer, tokens: dic
         run.log({"x": 1})
     assert team_server.registry().run("env-selected", "r0").summary == {"x": 1}
     assert os.environ["REFTRACK_TOKEN"] == tokens["bob"]
+
+
+# -- protect / unprotect through the server ---------------------------------------------------
+
+
+def test_protect_and_unprotect_over_the_server(fresh: TeamServer, tokens: dict[str, str],
+                                               s3: Any, put: Any, client_env: None,
+                                               tmp_path: Path) -> None:
+    """Legal holds are placed by the client on the bucket (its own credentials); the server
+    only records the version as protected, which then refuses deletion as locally."""
+    from test_bucketrules import LOCKED, hold, locked_bucket
+
+    versions = locked_bucket(s3, put)
+    settings = remote_settings(fresh, tokens["alice"], tmp_path)
+    with reftrack.init(project=P, job_type="ingest", settings=settings) as run:
+        art = reftrack.Artifact("locked", type="dataset", settings=settings)
+        art.add_reference(f"s3://{LOCKED}/d/")
+        run.log_artifact(art)
+    api = reftrack.Api(settings=settings)
+    logged = api.artifact(f"{P}/locked:v0")
+    report = logged.protect()
+    assert report.protected and report.succeeded == 3 and report.hold
+    assert {hold(s3, k, v) for k, v in versions.items()} == {"ON"}
+    assert api.artifact(f"{P}/locked:v0")._logged().protected  # recorded on the server
+    assert fresh.registry().resolve(P, "locked", "v0").protected
+    with pytest.raises(ReftrackError, match="protected"):
+        api.artifact(f"{P}/locked:v0").delete(delete_aliases=True)
+    assert logged.unprotect().protected is False
+    assert {hold(s3, k, v) for k, v in versions.items()} == {"OFF"}
+    assert fresh.registry().resolve(P, "locked", "v0").protected is False
+    reader = reftrack.Api(settings=remote_settings(fresh, tokens["reader"], tmp_path))
+    with pytest.raises(ReftrackError):  # not a member of the private project: not found
+        reader.artifact(f"{P}/locked:v0").protect()
+    assert {hold(s3, k, v) for k, v in versions.items()} == {"OFF"}
