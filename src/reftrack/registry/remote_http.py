@@ -117,7 +117,8 @@ def check_server_url(location: str, *, allow_insecure: bool | None = None) -> st
         raise UsageError(f"the registry server URL {shown} must not hold credentials: give "
                          "the token in REFTRACK_TOKEN")
     if parts.query or parts.fragment:
-        raise UsageError(f"the registry server URL {shown} must not have a query or fragment")
+        raise UsageError(f"the registry server URL {shown} must not have a query or fragment: "
+                         "give https://host[:port] (REFTRACK_REGISTRY, --registry)")
     if allow_insecure is None:
         allow_insecure = os.environ.get(INSECURE_ENV, "").strip().lower() in ("1", "true",
                                                                               "yes")
@@ -194,7 +195,8 @@ class Transport:
         except ValueError:
             raise BackendError(f"the registry server {self.location} answered {method} "
                                f"{path} with something that is not JSON "
-                               f"({response.headers.get('content-type', 'no type')})",
+                               f"({response.headers.get('content-type', 'no type')}); check "
+                               "that REFTRACK_REGISTRY points at a reftrack server",
                                self.location) from None
 
     def download(self, path: str, sink: IO[bytes]) -> Mapping[str, str]:
