@@ -6,16 +6,18 @@ store unless a test says otherwise (the s3:// and gs:// stores have their own te
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from clocks import Clock
 
 import reftrack
-from reftrack.errors import NotFound, UsageError
+from reftrack.errors import BlobsBeingCollected, NotFound, UsageError
 from reftrack.lifecycle import parse_duration
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -369,3 +371,135 @@ def test_add_dir_leases_its_blobs_in_one_transaction(settings: reftrack.Settings
     art = reftrack.Artifact("dir", type="code", settings=settings)
     art.add_dir(src)
     assert calls == [20] and len(art.manifest) == 20  # one write, not one per file
+
+
+# -- gc claims: the registry decides, the caller deletes ------------------------------------
+
+WEEK = timedelta(days=7)
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_gc_claims_unreferenced_blobs_and_leases_wait_for_them(settings: reftrack.Settings,
+                                                               clock: Clock,
+                                                               tmp_path: Path) -> None:
+    from reftrack.registry import Registry
+    from reftrack.registry import schema as t
+
+    log_files(settings, tmp_path / "k", {"kept": b"kept"}, managed=True)
+    gone = log_files(settings, tmp_path / "g", {"gone": b"gone"}, name="old", managed=True)
+    gone.delete()
+    registry = Registry(settings.registry, clock=clock)
+    [store] = registry.gc_purge(timedelta(0), dry_run=True).stores
+    sha = {name: _sha(name.encode()) for name in ("kept", "gone", "stray", "leased")}
+    shas = list(sha.values())
+    clock.advance(days=1)
+    registry.lease_blobs(store, [sha["leased"]])  # an add_file building a version
+
+    def claims() -> int:
+        with registry.engine.connect() as conn:
+            return len(conn.execute(sa.select(t.blob_claims)).all())
+
+    # dry runs claim nothing; the grace decides whether the deleted version still counts
+    assert registry.gc_claim_blobs(store, shas, lease_window=WEEK,
+                                   dry_run_grace=timedelta(0)) == [sha["gone"], sha["stray"]]
+    assert registry.gc_claim_blobs(store, shas, lease_window=WEEK,
+                                   dry_run_grace=timedelta(days=30)) == [sha["stray"]]
+    assert claims() == 0
+    clock.advance(hours=2)  # a lease older than the window holds nothing
+    assert registry.gc_claim_blobs(store, shas, lease_window=timedelta(hours=1),
+                                   dry_run_grace=timedelta(days=30)) == [sha["stray"],
+                                                                         sha["leased"]]
+
+    purged = registry.gc_purge(timedelta(0), lease_window=WEEK)
+    assert purged.versions == [("lc/old:v0", "deleted")] and purged.manifests == 1
+    claimed = registry.gc_claim_blobs(store, shas, lease_window=WEEK,
+                                      claim_for=timedelta(minutes=10))
+    assert claimed == [sha["gone"], sha["stray"]] and claims() == 2
+    with pytest.raises(BlobsBeingCollected, match="a gc is deleting") as caught:
+        registry.lease_blobs(store, [sha["kept"], sha["gone"]])
+    assert caught.value.retry_after == 600
+    with registry.engine.connect() as conn:  # the refused lease left nothing behind
+        leased = set(conn.execute(sa.select(t.blob_leases.c.sha256)).scalars())
+    assert sha["kept"] not in leased
+    registry.lease_blobs(store, [sha["kept"]])  # blobs nobody claimed lease as before
+    registry.gc_release_blobs(store, [sha["gone"]])
+    registry.lease_blobs(store, [sha["gone"]])  # released: leasable again
+    clock.advance(minutes=4)
+    with pytest.raises(BlobsBeingCollected) as caught:
+        registry.lease_blobs(store, [sha["stray"]])
+    assert caught.value.retry_after == 360
+    clock.advance(minutes=7)
+    registry.lease_blobs(store, [sha["stray"]])  # an abandoned claim expires by itself
+    registry.gc_purge(WEEK, lease_window=WEEK)
+    assert claims() == 0  # expired claims are dropped by the next gc
+    with pytest.raises(UsageError, match="claim_for or dry_run_grace"):
+        registry.gc_claim_blobs(store, shas, lease_window=WEEK)
+    with pytest.raises(UsageError, match="positive"):
+        registry.gc_claim_blobs(store, shas, lease_window=WEEK, claim_for=timedelta(0))
+    registry.close()
+
+
+def test_add_file_waits_while_gc_deletes_its_blob_then_stores_it_again(
+        settings: reftrack.Settings, clock: Clock, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race gc's claims close: gc found the blob unreferenced and is deleting it when
+    add_file (which would otherwise find it and reuse it) wants it."""
+    import reftrack.lifecycle
+    from reftrack.registry import Registry
+
+    old = log_files(settings, tmp_path / "a", {"f": b"payload"}, managed=True)
+    old.delete()
+    clock.advance(days=8)
+    registry = Registry(settings.registry, clock=clock)
+    [store] = registry.gc_purge(WEEK, lease_window=WEEK).stores
+    sha = _sha(b"payload")
+    assert registry.gc_claim_blobs(store, [sha], lease_window=WEEK,
+                                   claim_for=timedelta(minutes=10)) == [sha]
+    [blob] = [p for p in (tmp_path / "blobs").rglob(sha) if p.is_file()]
+    waits: list[float] = []
+
+    def gc_finishes(seconds: float) -> None:  # while add_file waits, gc deletes and releases
+        waits.append(seconds)
+        blob.unlink()
+        registry.gc_release_blobs(store, [sha])
+
+    monkeypatch.setattr(reftrack.lifecycle, "_sleep", gc_finishes)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "f").write_bytes(b"payload")
+    with reftrack.init(project="lc", settings=settings) as run:
+        art = reftrack.Artifact("ds2", type="dataset", settings=settings)
+        art.add_file(tmp_path / "b" / "f")
+        run.log_artifact(art)
+    assert len(waits) == 1 and blob.read_bytes() == b"payload"  # stored again
+    assert art.verify(deep=True).passed
+    registry.close()
+
+
+def test_gc_deletes_nothing_once_its_claim_runs_out(settings: reftrack.Settings,
+                                                    clock: Clock, tmp_path: Path) -> None:
+    from reftrack.lifecycle import collect_garbage
+    from reftrack.registry import Registry
+    from reftrack.registry import schema as t
+
+    art = log_files(settings, tmp_path / "a", {"a": b"1", "b": b"2", "c": b"3"}, managed=True)
+    art.delete()
+    clock.advance(days=8)
+    readings = iter([0.0, 0.0, 479.0, 481.0])  # claimed at 0; 80% of 600 s is 480 s
+
+    report = collect_garbage(reftrack.Api(settings=settings)._ctx, claim_seconds=600,
+                             monotonic=lambda: next(readings))
+    assert len(report.blobs) == 2 and not report.ok
+    [late] = report.blob_errors
+    assert "claim on it ran out" in late and "the next gc deletes it" in late
+    left = [p for p in (tmp_path / "blobs").rglob("*") if p.is_file()]
+    assert len(left) == 1 and left[0].name in late  # the one left is the one reported
+    registry = Registry(settings.registry, clock=clock)
+    with registry.engine.connect() as conn:
+        assert conn.execute(sa.select(t.blob_claims)).all() == []  # released all the same
+    registry.close()
+    again = reftrack.Api(settings=settings).gc()
+    assert again.ok and len(again.blobs) == 1
+    assert not [p for p in (tmp_path / "blobs").rglob("*") if p.is_file()]

@@ -296,7 +296,6 @@ def test_the_cli_over_the_server(fresh: TeamServer, tokens: dict[str, str], buck
         (4, {}, ("show", "cli/texts:nope"), "no alias 'nope'"),
         (4, {"REFTRACK_TOKEN": ""}, ("show", "cli/texts:gold"), "REFTRACK_TOKEN"),
         (5, {"REFTRACK_TOKEN": "rt_not-a-real-token"}, ("ls",), "REFTRACK_TOKEN"),
-        (2, {}, ("gc",), "server's machine"),
         (2, {}, ("admin", "user", "list"), "server's machine"),
     ]:
         result = _cli({**env, **extra_env}, *args)
@@ -396,13 +395,6 @@ def test_server_urls_tokens_and_settings(team_server: TeamServer, tokens: dict[s
     assert caught_down.value.exit_code == 3
     for registry_ in (registry, unknown, anonymous, down):
         registry_.close()
-
-
-def test_server_only_operations_say_where_to_run_them(team_server: TeamServer,
-                                                       tokens: dict[str, str]) -> None:
-    api = reftrack.Api(registry=team_server.url)
-    with pytest.raises(UsageError, match=r"reftrack gc --registry"):
-        api.gc(dry_run=True)
 
 
 @pytest.mark.parametrize("status", [502, 503])

@@ -554,7 +554,7 @@ def test_a_version_3_registry_is_upgraded(bucket: str, put: Any, tmp_path: Path)
     registry = Registry(path)
     with registry.engine.connect() as conn:
         assert conn.execute(sa.text("SELECT value FROM reftrack_meta WHERE "
-                                    "key='schema_version'")).scalar() == "4"
+                                    "key='schema_version'")).scalar() == str(t.SCHEMA_VERSION)
         assert {"verify_results", "verify_runs"} <= set(sa.inspect(conn).get_table_names())
     registry.close()
     report = reftrack.Api().artifact("p/one:v0").verify()

@@ -519,8 +519,11 @@ class Artifact:
         return [Run(self._ctx, r) for r in self._ctx.registry.version_users(self._logged().id)]
 
     def _lease_blobs(self, store: str, sha256s: list[str]) -> None:
-        """Opens the registry only when blobs are actually stored (after the store checks)."""
-        self._ctx.registry.lease_blobs(store, sha256s)
+        """Opens the registry only when blobs are actually stored (after the store checks);
+        waits while a gc is deleting some of them (see :mod:`reftrack.lifecycle`)."""
+        from .lifecycle import lease_blobs
+
+        lease_blobs(self._ctx.registry, store, sha256s)
 
     def lineage(
         self, direction: Direction = "both", depth: int | None = None

@@ -17,6 +17,8 @@ class's ``exit_code``::
     │  ├─ BucketAccessDenied credentials or policy refuse       3   (also PermissionError)
     │  └─ MissingBackend     scheme needs an optional extra     2
     ├─ ManifestError         unreadable / unsupported manifest  1
+    ├─ BlobsBeingCollected   a gc is deleting these blobs now   1
+    │                        (.retry_after seconds)
     └─ IntegrityError        digest, etag, size or version      1
        │                     drift (.expected, .actual)
        └─ DownloadFailed     some entries could not be fetched  1, or 3 when
@@ -33,6 +35,7 @@ from typing import Any
 __all__ = [
     "AccessDenied",
     "BackendError",
+    "BlobsBeingCollected",
     "BucketAccessDenied",
     "BucketNotFound",
     "DownloadFailed",
@@ -129,6 +132,16 @@ class MissingBackend(BackendError):
     """The URI's scheme needs an optional dependency that is not installed."""
 
     exit_code = 2
+
+
+class BlobsBeingCollected(ReftrackError):
+    """A ``gc`` has claimed some of these managed blobs and is deleting them: they cannot be
+    leased (and so reused) until it is done. ``add_file`` waits and retries by itself;
+    ``retry_after`` is how many seconds the claim may still last."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = max(0.0, float(retry_after))
 
 
 class ManifestError(ReftrackError):

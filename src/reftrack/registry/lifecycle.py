@@ -10,6 +10,7 @@ Versions under an Object Lock legal hold (``protected``) are never deleted or pu
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -18,28 +19,25 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from ..errors import NotFound, UsageError
+from ..errors import BlobsBeingCollected, NotFound, UsageError
 from . import schema as t
 from .dialects import utc as _utc
 from .names import check_name
 from .records import VersionRecord
 
-__all__ = ["LifecycleStore", "PurgePlan"]
+__all__ = ["LifecycleStore", "PurgeResult"]
 
 
 @dataclass
-class PurgePlan:
-    """What ``gc`` removes from the registry (or would, with ``dry_run``)."""
+class PurgeResult:
+    """What :meth:`LifecycleStore.gc_purge` removed from the registry (or would)."""
 
-    versions: list[VersionRecord] = field(default_factory=list)
-    reasons: dict[int, str] = field(default_factory=dict)  # version id -> "expired"/"deleted"
-    kept_protected: list[VersionRecord] = field(default_factory=list)
-    manifests: list[str] = field(default_factory=list)
-    referenced_blobs: set[tuple[str, str]] = field(default_factory=set)
-    """(store, sha256) still referenced by a remaining version (including soft-deleted ones
-    within grace), or leased by a version being logged: never deleted."""
-    stores: set[str] = field(default_factory=set)
-    """Every blob store a manifest ever referenced (where to look for unreferenced blobs)."""
+    versions: list[tuple[str, str]] = field(default_factory=list)
+    """(``project/name:vN``, ``"expired"`` or ``"deleted"``), oldest first."""
+    kept_protected: list[str] = field(default_factory=list)
+    manifests: int = 0
+    stores: list[str] = field(default_factory=list)
+    """Every blob store a manifest or a lease named (where gc looks for blobs)."""
 
 
 def visible(now: datetime) -> sa.ColumnElement[bool]:
@@ -233,86 +231,146 @@ class LifecycleStore:
     def lease_blobs(self, store: str, sha256s: list[str]) -> None:
         """Keep these blobs of ``store`` from gc for the grace period, in one transaction:
         taken by ``add_file``/``add_dir`` *before* they look for or upload the blobs (see
-        :meth:`purge_plan`)."""
+        :meth:`gc_claim_blobs`). Raises :class:`BlobsBeingCollected` (and leases nothing)
+        while a gc holds a claim on any of them: it is deleting them."""
         if not sha256s:
             return
         now = self._now()
         with self._write() as conn:
-            for start in range(0, len(sha256s), 500):  # bounded IN lists (SQLite's limit)
+            claims = [conn.execute(
+                sa.select(sa.func.max(t.blob_claims.c.expires_at)).where(
+                    t.blob_claims.c.store == store, t.blob_claims.c.sha256.in_(chunk),
+                    t.blob_claims.c.expires_at > now)).scalar() for chunk in _chunks(sha256s)]
+            until = max((_utc(c) for c in claims if c is not None), default=None)
+            if until is not None:
+                wait = (until - now).total_seconds()
+                raise BlobsBeingCollected(
+                    f"a gc is deleting some of these blobs of {store} (for at most "
+                    f"{wait:.0f} s more); retry once it is done", retry_after=wait)
+            for chunk in _chunks(sha256s):
                 conn.execute(t.blob_leases.delete().where(
-                    t.blob_leases.c.store == store,
-                    t.blob_leases.c.sha256.in_(sha256s[start:start + 500])))
+                    t.blob_leases.c.store == store, t.blob_leases.c.sha256.in_(chunk)))
             conn.execute(t.blob_leases.insert(), [
                 {"store": store, "sha256": sha, "leased_at": now} for sha in sha256s
             ])
 
     # -- garbage collection -------------------------------------------------------------------
+    #
+    # gc runs in three steps, each a method here (and an endpoint of the registry server), so
+    # that the one who holds the blob store's credentials deletes the blobs and the registry
+    # only decides: gc_purge (versions and manifests, in one transaction), then, per batch of
+    # blobs found in the stores, gc_claim_blobs (which of them nothing references or leases,
+    # claimed in one transaction) and, once they are deleted, gc_release_blobs.
 
-    def purge_plan(self, conn: Connection, grace: timedelta,
-                   lease_window: timedelta | None = None) -> PurgePlan:
-        """What gc may remove, decided inside the caller's write transaction (which holds
-        the registry's write lock, so no version or lease can appear meanwhile)."""
+    def gc_purge(self, grace: timedelta, *, dry_run: bool = False,
+                 lease_window: timedelta | None = None) -> PurgeResult:
+        """Purge (with ``dry_run``: only report) the expired versions and the versions deleted
+        more than ``grace`` ago, none under a legal hold, and the manifests no remaining
+        version uses; drop leases older than ``lease_window`` (default: ``grace``) and
+        expired claims. ``stores``: every blob store a manifest or lease names, or ever named
+        when a gc ran (remembered), taken before the purge: where gc looks for blobs."""
         now = self._now()
-        plan = PurgePlan()
-        rows = conn.execute(
-            sa.select(t.versions.c.id, t.versions.c.deleted_at, t.versions.c.expires_at,
-                      t.versions.c.protected)
-            .where(sa.or_(
-                t.versions.c.deleted_at <= now - grace,
-                sa.and_(t.versions.c.expires_at.is_not(None), t.versions.c.expires_at <= now),
-            ))
-            .order_by(t.versions.c.id)
-        ).all()
-        doomed: set[int] = set()
-        for row in rows:
-            record = self._version_by_id(conn, int(row.id))
-            if row.protected:
-                plan.kept_protected.append(record)
-                continue
-            doomed.add(int(row.id))
-            plan.versions.append(record)
-            expired = row.expires_at is not None and _utc(row.expires_at) <= now
-            plan.reasons[int(row.id)] = "expired" if expired else "deleted"
-        remaining = sa.select(t.versions.c.manifest_digest).where(
-            t.versions.c.id.not_in(doomed) if doomed else sa.true()
-        )
-        plan.manifests = sorted(
-            d for d in conn.execute(
+        window = lease_window if lease_window is not None else grace
+        with (self.engine.connect() if dry_run else self._write()) as conn:
+            rows = conn.execute(
+                sa.select(t.versions.c.id, t.versions.c.expires_at, t.versions.c.protected)
+                .where(_purgeable(now, grace)).order_by(t.versions.c.id)
+            ).all()
+            result = PurgeResult()
+            doomed: list[int] = []
+            for row in rows:
+                name = self._version_by_id(conn, int(row.id)).qualified_name
+                if row.protected:
+                    result.kept_protected.append(name)
+                    continue
+                doomed.append(int(row.id))
+                expired = row.expires_at is not None and _utc(row.expires_at) <= now
+                result.versions.append((name, "expired" if expired else "deleted"))
+            remaining = set(conn.execute(sa.select(t.versions.c.manifest_digest).where(
+                t.versions.c.id.not_in(doomed) if doomed else sa.true())).scalars())
+            manifests = sorted({d for d in conn.execute(
                 sa.select(t.versions.c.manifest_digest).where(t.versions.c.id.in_(doomed))
-            ).scalars()
-            if d not in set(conn.execute(remaining).scalars())
-        ) if doomed else []
-        plan.referenced_blobs = {
-            (r.store, r.sha256) for r in conn.execute(
-                sa.select(t.manifest_blobs.c.store, t.manifest_blobs.c.sha256)
-                .where(t.manifest_blobs.c.digest.in_(remaining))
-            ).all()
-        } | {
-            (r.store, r.sha256) for r in conn.execute(
-                sa.select(t.blob_leases.c.store, t.blob_leases.c.sha256)
-                .where(t.blob_leases.c.leased_at > now - (lease_window or grace))
-            ).all()
-        }
-        plan.stores = set(conn.execute(sa.select(t.manifest_blobs.c.store).distinct()).scalars())
-        plan.stores |= set(conn.execute(sa.select(t.blob_leases.c.store).distinct()).scalars())
-        return plan
+            ).scalars() if d not in remaining}) if doomed else []
+            result.manifests = len(manifests)
+            known = set(conn.execute(sa.select(t.blob_stores.c.store)).scalars())
+            result.stores = sorted(
+                known
+                | set(conn.execute(sa.select(t.manifest_blobs.c.store).distinct()).scalars())
+                | set(conn.execute(sa.select(t.blob_leases.c.store).distinct()).scalars()))
+            if dry_run:
+                return result
+            new_stores = [{"store": store} for store in result.stores if store not in known]
+            if new_stores:
+                conn.execute(t.blob_stores.insert(), new_stores)
+            if doomed:
+                for table in (t.aliases, t.run_inputs, t.verify_results, t.verify_runs):
+                    conn.execute(table.delete().where(table.c.version_id.in_(doomed)))
+                conn.execute(t.versions.delete().where(t.versions.c.id.in_(doomed)))
+            for digest in manifests:
+                for table in (t.manifest_blobs, t.manifest_chunks, t.manifests):
+                    conn.execute(table.delete().where(table.c.digest == digest))
+            conn.execute(t.blob_leases.delete().where(t.blob_leases.c.leased_at <= now - window))
+            conn.execute(t.blob_claims.delete().where(t.blob_claims.c.expires_at <= now))
+        return result
 
-    def apply_purge(self, conn: Connection, plan: PurgePlan) -> None:
-        """Remove the plan's versions (their aliases and input edges) and manifests, and
-        leases older than the grace, in the caller's transaction."""
-        ids = [v.id for v in plan.versions]
-        if ids:
-            conn.execute(t.aliases.delete().where(t.aliases.c.version_id.in_(ids)))
-            conn.execute(t.run_inputs.delete().where(t.run_inputs.c.version_id.in_(ids)))
-            conn.execute(t.verify_results.delete().where(t.verify_results.c.version_id.in_(ids)))
-            conn.execute(t.verify_runs.delete().where(t.verify_runs.c.version_id.in_(ids)))
-            conn.execute(t.versions.delete().where(t.versions.c.id.in_(ids)))
-        for digest in plan.manifests:
-            conn.execute(t.manifest_blobs.delete().where(t.manifest_blobs.c.digest == digest))
-            conn.execute(t.manifest_chunks.delete().where(t.manifest_chunks.c.digest == digest))
-            conn.execute(t.manifests.delete().where(t.manifests.c.digest == digest))
+    def gc_claim_blobs(self, store: str, sha256s: list[str], *, lease_window: timedelta,
+                       claim_for: timedelta | None = None,
+                       dry_run_grace: timedelta | None = None) -> list[str]:
+        """Of these blobs found in ``store``, the ones no version references (deleted ones
+        within their grace included) and no lease younger than ``lease_window`` holds, in
+        the order given. With ``claim_for``: claimed for that long in the same transaction,
+        so that no log can lease them until :meth:`gc_release_blobs` (or the claim expires);
+        the caller must be done deleting them by then. With ``dry_run_grace`` instead
+        (``gc --dry-run``): nothing is claimed, and the versions a gc with that grace would
+        purge count as gone."""
+        if (claim_for is None) == (dry_run_grace is None):
+            raise UsageError("gc_claim_blobs takes claim_for or dry_run_grace (not both)")
+        if claim_for is not None and claim_for <= timedelta(0):
+            raise UsageError(f"claim_for must be positive, not {claim_for}")
+        now = self._now()
+        found: list[str] = []
+        with (self.engine.connect() if claim_for is None else self._write()) as conn:
+            users = sa.select(t.versions.c.manifest_digest)
+            if dry_run_grace is not None:
+                users = users.where(sa.or_(sa.not_(_purgeable(now, dry_run_grace)),
+                                           t.versions.c.protected))
+            for chunk in _chunks(sha256s):
+                kept = set(conn.execute(sa.select(t.manifest_blobs.c.sha256).where(
+                    t.manifest_blobs.c.store == store, t.manifest_blobs.c.sha256.in_(chunk),
+                    t.manifest_blobs.c.digest.in_(users))).scalars())
+                kept |= set(conn.execute(sa.select(t.blob_leases.c.sha256).where(
+                    t.blob_leases.c.store == store, t.blob_leases.c.sha256.in_(chunk),
+                    t.blob_leases.c.leased_at > now - lease_window)).scalars())
+                found += [sha for sha in chunk if sha not in kept]
+            if claim_for is not None and found:
+                for chunk in _chunks(found):
+                    conn.execute(t.blob_claims.delete().where(
+                        t.blob_claims.c.store == store, t.blob_claims.c.sha256.in_(chunk)))
+                conn.execute(t.blob_claims.insert(), [
+                    {"store": store, "sha256": sha, "expires_at": now + claim_for}
+                    for sha in found])
+        return found
 
-    def drop_old_leases(self, conn: Connection, window: timedelta) -> None:
-        conn.execute(t.blob_leases.delete().where(
-            t.blob_leases.c.leased_at <= self._now() - window))
+    def gc_release_blobs(self, store: str, sha256s: list[str]) -> None:
+        """End gc's claim on these blobs (deleted, or given up): they may be leased again."""
+        if not sha256s:
+            return
+        with self._write() as conn:
+            for chunk in _chunks(sha256s):
+                conn.execute(t.blob_claims.delete().where(
+                    t.blob_claims.c.store == store, t.blob_claims.c.sha256.in_(chunk)))
 
+
+def _purgeable(now: datetime, grace: timedelta) -> sa.ColumnElement[bool]:
+    """Expired, or deleted more than ``grace`` ago (legal holds are checked apart); never
+    NULL, so that its negation selects the others."""
+    return sa.or_(
+        sa.and_(t.versions.c.deleted_at.is_not(None), t.versions.c.deleted_at <= now - grace),
+        sa.and_(t.versions.c.expires_at.is_not(None), t.versions.c.expires_at <= now),
+    )
+
+
+def _chunks(items: list[str], size: int = 500) -> Iterator[list[str]]:
+    """Bounded IN lists (SQLite's limit on bound parameters)."""
+    for start in range(0, len(items), size):
+        yield items[start:start + size]

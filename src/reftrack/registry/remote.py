@@ -12,9 +12,10 @@ routes name them under their project. Every record this client hands out was rea
 so it remembers each run's and version's project (and each manifest digest's version) from the
 records it returned, and builds the routes from that.
 
-Not over the server: ``gc`` (it deletes managed blobs with the blob store's credentials) and
-the team administration: they raise :class:`~reftrack.errors.UsageError` saying to run them on
-the server's machine.
+``gc`` works over the server for server admins: the server purges versions and manifests and
+says which managed blobs nothing references; this client deletes them with its own
+credentials (see :func:`reftrack.lifecycle.collect_garbage`). Users and tokens are
+administered on the server's machine (``reftrack admin``).
 """
 
 from __future__ import annotations
@@ -24,16 +25,14 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import IO, Any, NoReturn, TypeAlias
+from typing import IO, Any, TypeAlias
 from urllib.parse import quote
-
-from sqlalchemy.engine import Connection
 
 from ..errors import ManifestError, UsageError
 from ..manifest import Manifest
-from .lifecycle import PurgePlan
+from .lifecycle import PurgeResult
 from .manifests import SPOOL_BYTES, ManifestReader
 from .names import LATEST, check_json
 from .records import ArtifactSummary, RunRecord, VersionRecord
@@ -64,13 +63,6 @@ def _iso(moment: datetime) -> str:
     if moment.tzinfo is None:
         raise UsageError("timestamps sent to the registry must be timezone-aware")
     return moment.isoformat()
-
-
-def _server_only(what: str) -> NoReturn:
-    raise UsageError(
-        f"{what} cannot run over the registry server: run it on the server's machine, "
-        "against the registry database itself (`reftrack gc --registry <database URL or "
-        "file>` there), with the blob store's credentials")
 
 
 class RemoteRegistry(ManifestReader):
@@ -290,18 +282,41 @@ class RemoteRegistry(ManifestReader):
                        {"store": store, "sha256s": sha256s[start:start + LEASES_PER_REQUEST]},
                        idempotent=True)
 
-    def locked(self) -> AbstractContextManager[Connection]:
-        _server_only("gc")
+    # -- garbage collection (server admins; the blobs are deleted by this client) ------------
 
-    def purge_plan(self, conn: Connection, grace: timedelta,
-                   lease_window: timedelta | None = None) -> PurgePlan:
-        _server_only("gc")
+    def gc_purge(self, grace: timedelta, *, dry_run: bool = False,
+                 lease_window: timedelta | None = None) -> PurgeResult:
+        window = grace if lease_window is None else lease_window
+        data = self._send("POST", "/gc/purge", {
+            "grace_seconds": int(grace.total_seconds()),
+            "lease_window_seconds": int(window.total_seconds()), "dry_run": dry_run,
+        }, idempotent=dry_run)
+        return PurgeResult(
+            versions=[(str(v["version"]), str(v["reason"])) for v in data["versions"]],
+            kept_protected=[str(name) for name in data["kept_protected"]],
+            manifests=int(data["manifests"]), stores=[str(s) for s in data["stores"]])
 
-    def apply_purge(self, conn: Connection, plan: PurgePlan) -> None:
-        _server_only("gc")
+    def gc_claim_blobs(self, store: str, sha256s: list[str], *, lease_window: timedelta,
+                       claim_for: timedelta | None = None,
+                       dry_run_grace: timedelta | None = None) -> list[str]:
+        found: list[str] = []
+        for start in range(0, len(sha256s), LEASES_PER_REQUEST):
+            data = self._send("POST", "/gc/claims", {
+                "store": store, "sha256s": sha256s[start:start + LEASES_PER_REQUEST],
+                "lease_window_seconds": int(lease_window.total_seconds()),
+                "claim_seconds": None if claim_for is None else
+                max(1, int(claim_for.total_seconds())),
+                "dry_run_grace_seconds": None if dry_run_grace is None else
+                int(dry_run_grace.total_seconds()),
+            }, idempotent=True)  # claiming again only renews the claim
+            found += [str(sha) for sha in data["sha256s"]]
+        return found
 
-    def drop_old_leases(self, conn: Connection, window: timedelta) -> None:
-        _server_only("gc")
+    def gc_release_blobs(self, store: str, sha256s: list[str]) -> None:
+        for start in range(0, len(sha256s), LEASES_PER_REQUEST):
+            self._send("POST", "/gc/release",
+                       {"store": store, "sha256s": sha256s[start:start + LEASES_PER_REQUEST]},
+                       idempotent=True)
 
     # -- runs ---------------------------------------------------------------------------------
 

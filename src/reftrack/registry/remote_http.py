@@ -33,6 +33,7 @@ from typing import IO, TYPE_CHECKING, Any
 from ..errors import (
     AccessDenied,
     BackendError,
+    BlobsBeingCollected,
     Forbidden,
     ManifestError,
     MissingBackend,
@@ -298,6 +299,10 @@ class Transport:
                                "USER`")
         if status == 403:
             raise Forbidden(message)
+        if status == 409 and isinstance(error, dict) and error.get("type") == "BlobsBeingCollected":
+            retry_after = error.get("retry_after")
+            raise BlobsBeingCollected(message, retry_after=float(retry_after)
+                                      if isinstance(retry_after, int | float) else 1.0)
         if status == 404 and not self.has_token and "no access to it" in message:
             raise NotFound(f"{message} (no REFTRACK_TOKEN is set: you are anonymous)")
         if cls is None or cls is ReftrackError:

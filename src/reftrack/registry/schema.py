@@ -19,12 +19,16 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """1: the S3 release. 2: runs gain group, sweep, summary, git commit/remote and program, and
 per-step metrics live in ``run_history``. 3: versions gain ttl, soft deletion and protection,
 projects a default ttl, and ``blob_leases`` protects blobs of versions being logged from GC.
 4: ``verify_results`` keeps the latest verification result of every entry of a version, and
 ``verify_runs`` the last verification of each version (to resume an interrupted one).
+5: ``blob_claims`` holds the managed blobs a ``gc`` is deleting, which nothing may lease
+meanwhile (a reftrack that predates it would not respect the claims, so it must not open a
+registry that has them), and ``blob_stores`` every blob store gc has seen (it keeps looking
+there once no manifest names it).
 An older registry is upgraded in place when opened (columns added, new tables created,
 nothing rewritten)."""
 
@@ -178,6 +182,27 @@ blob_leases = Table(
     Column("store", String(1024), primary_key=True),
     Column("sha256", String(64), primary_key=True),
     Column("leased_at", DateTime(timezone=True), nullable=False),
+)
+
+# Blobs a ``gc`` found unreferenced and is deleting (schema 5): ``lease_blobs`` refuses them
+# until the gc releases its claim or the claim expires (``expires_at``), so that a log never
+# reuses a blob that is about to disappear. Over a registry server the gc client deletes the
+# blobs itself (with its own credentials), after the server's transaction ended.
+blob_claims = Table(
+    "blob_claims",
+    metadata,
+    Column("store", String(1024), primary_key=True),
+    Column("sha256", String(64), primary_key=True),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+
+# Every blob store a gc found named by a manifest or a lease (schema 5): gc keeps listing it
+# after the last manifest naming it was purged, so that blobs a gc could not delete then
+# (an error, a claim that ran out) are deleted by the next one.
+blob_stores = Table(
+    "blob_stores",
+    metadata,
+    Column("store", String(1024), primary_key=True),
 )
 
 # Which content-addressed blobs (managed files) a stored manifest references: what ``gc`` must

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -134,11 +134,6 @@ class Registry(RunStore, LifecycleStore, VerificationStore, ManifestReader):
             .where(t.meta.c.key == "schema_version")
             .values(value=str(t.SCHEMA_VERSION))
         )
-
-    def locked(self) -> AbstractContextManager[Connection]:
-        """A write transaction holding the registry's write lock until it ends: what gc runs
-        in, so that no version is logged and no blob leased while it decides and deletes."""
-        return self._write()
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:

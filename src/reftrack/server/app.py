@@ -23,10 +23,10 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from ..errors import NotFound, ReftrackError
+from ..errors import BlobsBeingCollected, NotFound, ReftrackError
 from ..registry import Registry
 from ..registry.team import TeamStore
-from . import routes_artifacts, routes_projects, routes_runs
+from . import routes_artifacts, routes_gc, routes_projects, routes_runs
 from .deps import ApiError, Limits, ServerState, reftrack_status
 from .limits import BodyLimit
 
@@ -62,6 +62,7 @@ def create_app(registry_location: str | Registry, *, limits: Limits | None = Non
     app.include_router(routes_projects.router)
     app.include_router(routes_artifacts.router)
     app.include_router(routes_runs.router)
+    app.include_router(routes_gc.router)
     _handlers(app)
     app.add_middleware(BodyLimit, limit_for=_limit_for(state.limits))
     return app
@@ -102,6 +103,9 @@ def _handlers(app: FastAPI) -> None:
         if status >= 500:
             log.error("%s %s: %s: %s", request.method, request.url.path,
                       type(exc).__name__, message)
+        if isinstance(exc, BlobsBeingCollected):
+            return _error(status, type(exc).__name__, message, retry_after=exc.retry_after,
+                          headers={"Retry-After": str(max(1, round(exc.retry_after)))})
         return _error(status, type(exc).__name__, message)
 
     @app.exception_handler(RequestValidationError)

@@ -191,10 +191,17 @@ def project_access(action: Action, *, create: bool = False) -> Callable[..., Pro
 
 def reftrack_status(exc: ReftrackError) -> int:
     """The HTTP status a registry error is answered with."""
-    from ..errors import AccessDenied, BackendError, ManifestError, NotFound, UsageError
+    from ..errors import (
+        AccessDenied,
+        BackendError,
+        BlobsBeingCollected,
+        ManifestError,
+        NotFound,
+        UsageError,
+    )
     from ..registry.team import ProjectExists
 
-    if isinstance(exc, ProjectExists):
+    if isinstance(exc, ProjectExists | BlobsBeingCollected):
         return 409
     if isinstance(exc, UsageError):
         return 400

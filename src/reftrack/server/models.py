@@ -224,6 +224,48 @@ class LeaseIn(_In):
     sha256s: list[Sha256] = Field(max_length=10_000)
 
 
+# -- garbage collection -------------------------------------------------------------------------
+
+Seconds = Annotated[int, Field(ge=0, le=100 * 365 * 86400)]
+StoreUri = Annotated[str, StringConstraints(min_length=1, max_length=1024),
+                     AfterValidator(_no_nul)]
+
+
+class PurgeIn(_In):
+    grace_seconds: Seconds
+    lease_window_seconds: Seconds
+    dry_run: bool = False
+
+
+class PurgedOut(BaseModel):
+    version: str
+    reason: Literal["expired", "deleted"]
+
+
+class PurgeOut(BaseModel):
+    versions: list[PurgedOut]
+    kept_protected: list[str]
+    manifests: int
+    stores: list[str]
+
+
+class ClaimIn(_In):
+    store: StoreUri
+    sha256s: list[Sha256] = Field(max_length=10_000)
+    lease_window_seconds: Seconds
+    claim_seconds: Annotated[int, Field(ge=1, le=86400)] | None = None
+    dry_run_grace_seconds: Seconds | None = None
+
+
+class ReleaseIn(_In):
+    store: StoreUri
+    sha256s: list[Sha256] = Field(max_length=10_000)
+
+
+class BlobsOut(BaseModel):
+    sha256s: list[str]
+
+
 # -- verification -------------------------------------------------------------------------------
 
 
