@@ -226,7 +226,8 @@ class Api:
            progress: Progress | None = None) -> GCReport:
         """Purge expired versions, deleted versions past the grace period, and the
         manifests and managed blobs nothing references any more (see
-        :mod:`reftrack.lifecycle`)."""
+        :mod:`reftrack.lifecycle`). Through a registry server: a server admin only; the
+        blobs are deleted by this process, with its own credentials."""
         return collect_garbage(self._ctx, dry_run=dry_run, grace=grace, progress=progress)
 
     def projects(self) -> list[str]:

@@ -171,7 +171,8 @@ def gc_cmd(
 ) -> None:
     """Purge expired versions, deleted versions past the grace period, and the manifests
     and managed blobs (add_file) that no remaining version references. Objects referenced
-    in buckets are never deleted: reftrack does not own them."""
+    in buckets are never deleted: reftrack does not own them. Through a registry server it
+    needs a server admin's token; the blobs are deleted with this machine's credentials."""
     from .lifecycle import parse_duration
 
     span: timedelta | None = None
