@@ -70,11 +70,14 @@ class RunStore:
         git_remote: str | None = None,
         program: str | None = None,
         notes: str | None = None,
+        origin: tuple[str | None, str | None] | None = None,
     ) -> tuple[RunRecord, bool]:
         """Start a run, or reopen ``run_id`` (``resume``: ``"never"`` fails if it exists,
         ``"allow"`` reopens it if it exists, ``"must"`` fails unless it exists). Returns the
         record and whether it was resumed. One transaction: two processes resuming the same
-        id queue, and the second sees the first's run."""
+        id queue, and the second sees the first's run. ``origin``: the (user, host) a new
+        run records when it is started on someone's behalf (the registry server); None:
+        this process's user and host."""
         check_name(project, "project name")
         if job_type is not None:
             check_name(job_type, "job type")
@@ -125,8 +128,8 @@ class RunStore:
                     config=cfg,
                     state="running",
                     started_at=self._now(),
-                    host=socket.gethostname(),
-                    user=_user(),
+                    host=socket.gethostname() if origin is None else origin[1],
+                    user=_user() if origin is None else origin[0],
                     group_name=group,
                     sweep=sweep,
                     summary={},

@@ -491,13 +491,6 @@ class TeamStore:
         """The stored bytes of a manifest (``Manifest.to_bytes()``) in a spooled file."""
         return self.registry._spooled(digest)
 
-    def stamp_run(self, run_pk: int, *, user: str | None, host: str | None) -> None:
-        """Record who started a run through the server and from which host (the registry
-        records the local user and host, which on a server are the server's own)."""
-        with self.registry._write() as conn:
-            conn.execute(t.runs.update().where(t.runs.c.pk == run_pk)
-                         .values(user=user, host=host))
-
 
 def _utc(value: datetime) -> datetime:
     """SQLite hands back naive datetimes: they were stored in UTC."""

@@ -65,13 +65,10 @@ def create_run(body: RunCreate, ctx: Creator, response: Response) -> RunCreated:
             project=ctx.name, run_id=body.run_id, name=body.name, job_type=body.job_type,
             config=config, group=body.group, sweep=body.sweep, resume=body.resume,
             git_commit=body.git_commit, git_remote=body.git_remote, program=body.program,
-            notes=body.notes)
+            notes=body.notes, origin=(ctx.principal.name, body.host))
     except BaseException:
         ctx.undo()
         raise
-    if not resumed:
-        ctx.team.stamp_run(record.pk, user=ctx.principal.name, host=body.host)
-        record = _run(ctx, record.id)
     response.status_code = 200 if resumed else 201
     return RunCreated(run=record, resumed=resumed)
 
