@@ -225,3 +225,18 @@ def test_names_sort_by_code_point_whatever_the_locale(icu_registry_url: str,
     with psycopg.connect(icu_registry_url) as conn:  # the database itself sorts otherwise
         rows = conn.execute("SELECT n FROM (VALUES ('a_1'), ('a-1')) AS v(n) ORDER BY n")
         assert [r[0] for r in rows] == ["a_1", "a-1"]
+
+
+def test_values_postgresql_cannot_store_are_usage_errors(pg_registry_url: str) -> None:
+    """A NUL character (PostgreSQL refuses it in text) or a value longer than its column
+    (SQLite would keep it) is the caller's mistake: a UsageError, nothing written."""
+    registry = Registry(pg_registry_url)
+    with pytest.raises(UsageError, match=r"NUL character .*remove it") as nul:
+        registry.create_run(project="p", run_id="r1", notes="before\x00after")
+    assert "INSERT" not in str(nul.value)  # the message, not the statement
+    with pytest.raises(UsageError, match=r"cannot store a value you passed .*shorten"):
+        registry.create_run(project="p", run_id="r2", git_commit="f" * 65)
+    assert registry.projects() == []  # rolled back whole: not even the project
+    run, _ = registry.create_run(project="p", run_id="r3", notes="fine", git_commit="f" * 40)
+    assert run.notes == "fine"
+    registry.close()

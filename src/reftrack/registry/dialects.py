@@ -183,7 +183,9 @@ class PgErrors:
     """PostgreSQL errors that are not the caller's doing, as reftrack errors (an engine
     ``handle_error`` hook, so that reads and writes alike raise them): the server
     unreachable or refusing the connection, a lock wait that timed out, a serialization
-    failure or deadlock. Driver messages have the URL's password removed."""
+    failure or deadlock; and a value it cannot store (a NUL character, a value too long for
+    its column) as the caller's :class:`~reftrack.errors.UsageError`. Driver messages have
+    the URL's password removed."""
 
     def __init__(self, url: str, location: str) -> None:
         self.url = url
@@ -219,6 +221,14 @@ class PgErrors:
                 f"lost the connection to registry {self.location} ({detail}); check that the "
                 "PostgreSQL server is running and reachable, then retry", self.location,
             ) from orig
+        if isinstance(context.sqlalchemy_exception, sa.exc.DataError):
+            if "NUL" in detail:
+                raise UsageError(
+                    f"registry {self.location} cannot store a text containing a NUL character "
+                    "(\\x00): PostgreSQL refuses them; remove it from the name, notes, "
+                    "metadata or config you passed") from orig
+            raise UsageError(f"registry {self.location} cannot store a value you passed "
+                             f"({detail}); shorten or correct it") from orig
 
 
 def utc(value: datetime) -> datetime:
