@@ -225,8 +225,8 @@ class PgErrors:
             if "NUL" in detail:
                 raise UsageError(
                     f"registry {self.location} cannot store a text containing a NUL character "
-                    "(\\x00): PostgreSQL refuses them; remove it from the name, notes, "
-                    "metadata or config you passed") from orig
+                    "(\\x00): PostgreSQL refuses them in text; remove it from the name, notes "
+                    "or other text you passed") from orig
             raise UsageError(f"registry {self.location} cannot store a value you passed "
                              f"({detail}); shorten or correct it") from orig
 
