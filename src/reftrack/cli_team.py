@@ -2,17 +2,22 @@
 (users and API tokens) and ``project`` (create, visibility, members, audit). Registered on
 :data:`reftrack.cli.app` when :mod:`reftrack.cli` is imported.
 
-``admin`` and ``project`` act on the registry database directly: they are for the operator
-on the server's machine (``--registry postgresql://...`` or the SQLite file), and check no
-access rights (``--by`` names who acted, for the audit log). Remote users manage projects
-through the server's API with their tokens.
+``admin`` acts on the registry database directly: it is for the operator on the server's
+machine (``--registry postgresql://...`` or the SQLite file). ``project`` works either way,
+through one seam (:func:`_projects`) so that its output is the same: on the registry
+database (:class:`~reftrack.registry.team.TeamStore`, checking no access rights; ``--by`` /
+``--owner`` name who acted, for the audit log), or over a registry server
+(:class:`~reftrack.registry.remote.RemoteRegistry`) as the token's user, with the server's
+access rules.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import sys
-from typing import Annotated, Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any, Protocol
 
 import typer
 from rich.markup import escape
@@ -21,7 +26,18 @@ from rich.table import Table
 from .cli import JsonOpt, RegistryOpt, _handle_errors, _print_json, _settings, app
 from .errors import MissingBackend, UsageError
 from .registry import Registry
-from .registry.team import TeamStore, Visibility, check_role, check_visibility
+from .registry.remote import ProjectView, RemoteRegistry
+from .registry.remote_http import is_server_url
+from .registry.team import (
+    AuditRecord,
+    MemberRecord,
+    ProjectAccess,
+    Role,
+    TeamStore,
+    Visibility,
+    check_role,
+    check_visibility,
+)
 from .render import make_console
 
 admin_app = typer.Typer(help="Users and API tokens of a team registry (run on the server's "
@@ -37,16 +53,18 @@ project_app.add_typer(member_app, name="member")
 app.add_typer(admin_app, name="admin")
 app.add_typer(project_app, name="project")
 
-ByOpt = Annotated[str, typer.Option("--by", help="The user making the change (recorded in "
-                                    "the audit log).")]
+ByOpt = Annotated[str | None, typer.Option(
+    "--by", help="The user making the change (recorded in the audit log): needed on a "
+    "registry database; over a registry server it is the token's user (if given, it must "
+    "be that user).", show_default=False)]
 
 
 def _team(ctx: typer.Context, registry: str | None) -> TeamStore:
     location = _settings(ctx, registry).registry
-    if location.lower().startswith(("http://", "https://")):
+    if is_server_url(location):
         raise UsageError(
-            f"{location} is a registry server: the admin and project commands act on the "
-            "registry database itself; run them on the server's machine with --registry "
+            f"{location} is a registry server: the admin commands (users and tokens) act on "
+            "the registry database itself; run them on the server's machine with --registry "
             "pointing at its database (postgresql://... or the SQLite file)")
     return TeamStore(Registry(location))
 
@@ -225,7 +243,132 @@ def token_revoke_cmd(ctx: typer.Context,
                          f"{escape(record.user)}")
 
 
-# -- project --------------------------------------------------------------------------------
+# -- project: one seam, the registry database or a registry server ---------------------------
+
+Project = ProjectAccess | ProjectView
+
+
+class _Projects(Protocol):
+    """What the project commands do, on either side; ``by``/``owner``: ``--by``/``--owner``."""
+
+    def create(self, name: str, visibility: Visibility, owner: str | None
+               ) -> tuple[Project, str]: ...
+    def set_visibility(self, name: str, visibility: Visibility, by: str | None
+                       ) -> Project: ...
+    def set_member(self, name: str, user: str, role: Role, by: str | None
+                   ) -> MemberRecord: ...
+    def remove_member(self, name: str, user: str, by: str | None) -> Role: ...
+    def members(self, name: str) -> list[MemberRecord]: ...
+    def audit(self, name: str) -> list[AuditRecord]: ...
+
+
+class _LocalProjects:
+    """The registry database: no access check; ``--by``/``--owner`` name who acts."""
+
+    def __init__(self, team: TeamStore) -> None:
+        self.team = team
+
+    @staticmethod
+    def _actor(given: str | None, option: str) -> str:
+        if given is None:
+            raise UsageError(f"{option} USER is needed on a registry database: name the user "
+                             "acting (recorded in the audit log)")
+        return given
+
+    def create(self, name: str, visibility: Visibility, owner: str | None
+               ) -> tuple[Project, str]:
+        owner = self._actor(owner, "--owner")
+        return self.team.create_project(name, owner=owner, visibility=visibility), owner
+
+    def set_visibility(self, name: str, visibility: Visibility, by: str | None) -> Project:
+        return self.team.set_visibility(name, visibility, by=self._actor(by, "--by"))
+
+    def set_member(self, name: str, user: str, role: Role, by: str | None) -> MemberRecord:
+        return self.team.set_member(name, user, role, by=self._actor(by, "--by"))
+
+    def remove_member(self, name: str, user: str, by: str | None) -> Role:
+        return self.team.remove_member(name, user, by=self._actor(by, "--by"))
+
+    def members(self, name: str) -> list[MemberRecord]:
+        return self.team.members(name)
+
+    def audit(self, name: str) -> list[AuditRecord]:
+        return self.team.audit(name)
+
+
+class _RemoteProjects:
+    """A registry server: the token's user acts, with the server's access rules;
+    ``--by``/``--owner``, when given, must name that user (checked before any change)."""
+
+    def __init__(self, remote: RemoteRegistry) -> None:
+        self.remote = remote
+
+    def _check(self, given: str | None, option: str) -> str | None:
+        """The token's user (None: anonymous, refused by the server) when asked for."""
+        user = self.remote.whoami()
+        if given is not None and user is not None and given != user:
+            raise UsageError(
+                f"{option} {given}: over the registry server {self.remote.location} changes "
+                f"are made, and audited, as the token's user ({user}); drop {option}, or use "
+                f"a token of {given}'s")
+        return user
+
+    def create(self, name: str, visibility: Visibility, owner: str | None
+               ) -> tuple[Project, str]:
+        user = self._check(owner, "--owner")
+        created = self.remote.create_project(name, visibility)  # anonymous: refused (401)
+        return created, user or ""
+
+    def set_visibility(self, name: str, visibility: Visibility, by: str | None) -> Project:
+        if by is not None:
+            self._check(by, "--by")
+        return self.remote.set_visibility(name, visibility)
+
+    def set_member(self, name: str, user: str, role: Role, by: str | None) -> MemberRecord:
+        if by is not None:
+            self._check(by, "--by")
+        return self.remote.set_member(name, user, role)
+
+    def remove_member(self, name: str, user: str, by: str | None) -> Role:
+        if by is not None:
+            self._check(by, "--by")
+        return self.remote.remove_member(name, user)
+
+    def members(self, name: str) -> list[MemberRecord]:
+        return self.remote.members(name)
+
+    def audit(self, name: str) -> list[AuditRecord]:
+        return self.remote.audit(name)
+
+
+@contextmanager
+def _projects(ctx: typer.Context, registry: str | None) -> Iterator[_Projects]:
+    """The seam: the registry database, or the registry server a URL names
+    (``REFTRACK_TOKEN`` authenticates)."""
+    settings = _settings(ctx, registry)
+    if is_server_url(settings.registry):
+        remote = RemoteRegistry(settings.registry, settings.token)
+        try:
+            yield _RemoteProjects(remote)
+        finally:
+            remote.close()
+        return
+    local = Registry(settings.registry)
+    try:
+        yield _LocalProjects(TeamStore(local))
+    finally:
+        local.close()
+
+
+def _project_json(project: Project) -> dict[str, Any]:
+    """What a registry database and a server both say of a project."""
+    data: dict[str, Any] = project.model_dump(mode="json",
+                                              include={"name", "visibility", "created_at"})
+    return data
+
+
+def _visibility(value: str) -> Visibility:
+    return check_visibility(value.strip().lower())
 
 
 @project_app.command("create")
@@ -233,25 +376,24 @@ def token_revoke_cmd(ctx: typer.Context,
 def project_create_cmd(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Project name.")],
-    owner: Annotated[str, typer.Option("--owner", help="The user who becomes its admin.")],
+    owner: Annotated[str | None, typer.Option(
+        "--owner", help="The user who becomes its admin: needed on a registry database; "
+        "over a registry server it is the token's user.", show_default=False)] = None,
     visibility: Annotated[str, typer.Option(
         "--visibility", help="private (members only), public (everyone reads, members "
         "write) or open (everyone reads and writes).")] = "private",
     registry: RegistryOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create a project; OWNER becomes its admin."""
-    access = _team(ctx, registry).create_project(name, owner=owner,
-                                                 visibility=_visibility(visibility))
+    """Create a project; OWNER (over a registry server: you) becomes its admin."""
+    chosen = _visibility(visibility)
+    with _projects(ctx, registry) as projects:
+        access, owner = projects.create(name, chosen, owner)
     if as_json:
-        _print_json({**_dump(access), "owner": owner})
+        _print_json({**_project_json(access), "owner": owner})
         return
     make_console().print(f"created {access.visibility} project {escape(access.name)} "
                          f"(admin: {escape(owner)})")
-
-
-def _visibility(value: str) -> Visibility:
-    return check_visibility(value.strip().lower())
 
 
 @project_app.command("visibility")
@@ -260,14 +402,16 @@ def project_visibility_cmd(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Project name.")],
     visibility: Annotated[str, typer.Argument(help="private, public or open.")],
-    by: ByOpt,
+    by: ByOpt = None,
     registry: RegistryOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Change a project's visibility (audited)."""
-    access = _team(ctx, registry).set_visibility(name, _visibility(visibility), by=by)
+    chosen = _visibility(visibility)
+    with _projects(ctx, registry) as projects:
+        access = projects.set_visibility(name, chosen, by)
     if as_json:
-        _print_json(_dump(access))
+        _print_json(_project_json(access))
         return
     make_console().print(f"project {escape(access.name)} is {access.visibility}")
 
@@ -278,14 +422,15 @@ def member_add_cmd(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Project name.")],
     user: Annotated[str, typer.Argument(help="The user to add (or whose role to change).")],
-    by: ByOpt,
+    by: ByOpt = None,
     role: Annotated[str, typer.Option("--role", help="admin or member.")] = "member",
     registry: RegistryOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Add a member to a project, or change their role (audited)."""
-    member = _team(ctx, registry).set_member(name, user, check_role(role.strip().lower()),
-                                             by=by)
+    chosen = check_role(role.strip().lower())
+    with _projects(ctx, registry) as projects:
+        member = projects.set_member(name, user, chosen, by)
     if as_json:
         _print_json(_dump(member))
         return
@@ -299,12 +444,13 @@ def member_remove_cmd(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Project name.")],
     user: Annotated[str, typer.Argument(help="The member to remove.")],
-    by: ByOpt,
+    by: ByOpt = None,
     registry: RegistryOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Remove a member from a project (audited; the last admin stays)."""
-    role = _team(ctx, registry).remove_member(name, user, by=by)
+    with _projects(ctx, registry) as projects:
+        role = projects.remove_member(name, user, by)
     if as_json:
         _print_json({"project": name, "user": user, "removed_role": role})
         return
@@ -316,8 +462,9 @@ def member_remove_cmd(
 def project_members_cmd(ctx: typer.Context,
                         name: Annotated[str, typer.Argument(help="Project name.")],
                         registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
-    """List a project's members and roles."""
-    members = _team(ctx, registry).members(name)
+    """List a project's members and roles (over a registry server: shown to members)."""
+    with _projects(ctx, registry) as projects:
+        members = projects.members(name)
     if as_json:
         _print_json([_dump(m) for m in members])
         return
@@ -332,8 +479,10 @@ def project_members_cmd(ctx: typer.Context,
 def project_audit_cmd(ctx: typer.Context,
                       name: Annotated[str, typer.Argument(help="Project name.")],
                       registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
-    """Who created the project and changed its visibility and members, and when."""
-    rows = _team(ctx, registry).audit(name)
+    """Who created the project and changed its visibility and members, and when (over a
+    registry server: for project admins)."""
+    with _projects(ctx, registry) as projects:
+        rows = projects.audit(name)
     if as_json:
         _print_json([_dump(r) for r in rows])
         return

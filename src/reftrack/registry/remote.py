@@ -14,8 +14,10 @@ records it returned, and builds the routes from that.
 
 ``gc`` works over the server for server admins: the server purges versions and manifests and
 says which managed blobs nothing references; this client deletes them with its own
-credentials (see :func:`reftrack.lifecycle.collect_garbage`). Users and tokens are
-administered on the server's machine (``reftrack admin``).
+credentials (see :func:`reftrack.lifecycle.collect_garbage`). Projects are created and
+managed (visibility, members, audit) as the token's user, with the records
+:class:`~reftrack.registry.team.TeamStore` returns. Users and tokens are administered on the
+server's machine (``reftrack admin``).
 """
 
 from __future__ import annotations
@@ -30,18 +32,21 @@ from datetime import UTC, datetime, timedelta
 from typing import IO, Any, TypeAlias
 from urllib.parse import quote
 
-from ..errors import ManifestError, UsageError
+from pydantic import BaseModel, ConfigDict
+
+from ..errors import Forbidden, ManifestError, NotFound, UsageError
 from ..manifest import Manifest
 from .lifecycle import PurgeResult
 from .manifests import SPOOL_BYTES, ManifestReader
-from .names import LATEST, check_json
+from .names import LATEST, check_json, check_name
 from .records import ArtifactSummary, RunRecord, VersionRecord
 from .remote_http import TIMEOUT, Transport, check_server_url, check_token, is_server_url
 from .remote_http import redact_server_url as _redact
 from .store import UNSET, Registry, Unset
+from .team import AuditRecord, MemberRecord, Role, Visibility, check_role, check_visibility
 from .verifications import RESUME_WITHIN, StoredResult, VerificationRun
 
-__all__ = ["AnyRegistry", "RemoteRegistry", "is_server_url", "open_registry"]
+__all__ = ["AnyRegistry", "ProjectView", "RemoteRegistry", "is_server_url", "open_registry"]
 
 RESULTS_PER_REQUEST = 1000
 """Verification results per request (the server takes 5000, and 16 MiB)."""
@@ -63,6 +68,19 @@ def _iso(moment: datetime) -> str:
     if moment.tzinfo is None:
         raise UsageError("timestamps sent to the registry must be timezone-aware")
     return moment.isoformat()
+
+
+class ProjectView(BaseModel):
+    """A project as the registry server shows it (``GET /api/v1/projects/{p}``): what
+    :class:`~reftrack.registry.team.ProjectAccess` says but the database's id and whether an
+    access row exists, and ``role``, the caller's role in it (None: none)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    visibility: Visibility
+    created_at: datetime
+    role: Role | None = None
 
 
 class RemoteRegistry(ManifestReader):
@@ -467,6 +485,77 @@ class RemoteRegistry(ManifestReader):
     def finish_verification(self, run: VerificationRun) -> None:
         self._send("POST", f"{self._version_path(run.version_id)}/verification/finish",
                    {"started_at": _iso(run.started_at)}, idempotent=True)
+
+    # -- projects: creation, visibility, members, audit (as the token's user) ---------------
+
+    def whoami(self) -> str | None:
+        """The name of the token's user (None: anonymous, no token)."""
+        user = self._get("/whoami").get("user")
+        return None if user is None else str(user)
+
+    def create_project(self, name: str, visibility: Visibility = "private") -> ProjectView:
+        """Create ``name``; the token's user becomes its admin. Needs a token
+        (:class:`~reftrack.errors.AccessDenied`); a taken name is a :class:`UsageError`,
+        whether or not the caller may see that project."""
+        body = {"name": check_name(name, "project name"),
+                "visibility": check_visibility(visibility)}
+        return ProjectView.model_validate(self._send("POST", "/projects", body,
+                                                     idempotent=False))
+
+    def project(self, name: str) -> ProjectView | None:
+        """The project, or None when it does not exist *or* the caller may not read it."""
+        try:
+            return ProjectView.model_validate(
+                self._get(f"/projects/{_q(check_name(name, 'project name'))}"))
+        except NotFound:
+            return None
+
+    def set_visibility(self, project: str, visibility: Visibility) -> ProjectView:
+        """Change the visibility (project admins, server admins; audited)."""
+        path = f"/projects/{_q(check_name(project, 'project name'))}/visibility"
+        return ProjectView.model_validate(self._send(
+            "PUT", path, {"visibility": check_visibility(visibility)}, idempotent=True))
+
+    def members(self, project: str) -> list[MemberRecord]:
+        """The members and their roles (shown to members, and server admins)."""
+        data = self._get(f"/projects/{_q(check_name(project, 'project name'))}/members")
+        return [MemberRecord.model_validate(item) for item in data]
+
+    def set_member(self, project: str, user: str, role: Role) -> MemberRecord:
+        """Add ``user`` with ``role``, or change their role (project admins, server admins;
+        audited)."""
+        path = (f"/projects/{_q(check_name(project, 'project name'))}/members/"
+                f"{_q(check_name(user, 'user name'))}")
+        return MemberRecord.model_validate(self._send("PUT", path, {"role": check_role(role)},
+                                                      idempotent=True))
+
+    def remove_member(self, project: str, user: str) -> Role:
+        """Remove ``user`` (project admins, server admins; audited; the last admin stays) and
+        return the role they had: read from the member list before the removal (the server
+        answers a removal with no body), else from the removal's audit row."""
+        path = (f"/projects/{_q(check_name(project, 'project name'))}/members/"
+                f"{_q(check_name(user, 'user name'))}")
+        try:
+            roles = {m.user: m.role for m in self.members(project)}
+        except Forbidden:  # no member: the removal is refused below, for the server's reason
+            roles = {}
+        # Not repeated (like every delete): a repeat of a removal that was made would say
+        # "not a member".
+        self._send("DELETE", path, idempotent=False)
+        if user in roles:
+            return roles[user]
+        for row in reversed(self.audit(project)):  # made a member since the list was read
+            if row.action == "member_remove" and row.subject == user and row.old is not None:
+                return check_role(row.old)
+        raise UsageError(  # pragma: no cover - the removal and its audit row commit together
+            f"removed {user} from project {project!r}, but the registry server "
+            f"{self.location} did not say which role they had")
+
+    def audit(self, project: str) -> list[AuditRecord]:
+        """Who created the project and changed its visibility and members, oldest first
+        (project admins, server admins)."""
+        data = self._get(f"/projects/{_q(check_name(project, 'project name'))}/audit")
+        return [AuditRecord.model_validate(item) for item in data]
 
 
 AnyRegistry: TypeAlias = Registry | RemoteRegistry
