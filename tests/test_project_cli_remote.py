@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -311,3 +312,33 @@ def test_admin_and_server_stay_on_the_servers_machine(cli: Cli) -> None:
     assert code == 2 and "server's machine" in err and "admin commands" in err
     code, _, err = cli("root", "server", "--registry", cli.server.url)
     assert code == 2 and "not a server URL" in err
+
+
+# -- tokens that expire, users who are disabled -----------------------------------------------
+
+
+def test_expired_tokens_and_disabled_users_are_refused_with_the_reason(
+        cli: Cli, server: TeamServer, tokens: dict[str, str]) -> None:
+    import time
+
+    team = server.team()
+    record, brief = team.create_token("alice", "brief", expires_in=timedelta(seconds=1))
+    assert record.expires_at is not None
+    assert cli.json("alice", "project", "create", "vision")["owner"] == "alice"
+    cli.tokens["brief"] = brief
+    assert cli("brief", "project", "members", "vision")[0] == 0  # works until it expires
+    time.sleep(1.2)
+    err = refused(cli, "brief", ("project", "members", "vision"), 5, "the token expired on")
+    assert "refused the token (REFTRACK_TOKEN)" in err and "admin token create" in err
+    raw = server.request("GET", "/api/v1/whoami", brief)
+    assert raw.status_code == 401 and "expired" in raw.json()["error"]["message"]
+
+    team.set_disabled("alice", True)
+    err = refused(cli, "alice", ("project", "members", "vision"), 5, "user 'alice' is disabled")
+    assert "reftrack admin user enable alice" in err
+    assert server.request("GET", "/api/v1/whoami", tokens["alice"]).status_code == 401
+    team.set_disabled("alice", False)
+    assert [m["user"] for m in cli.json("alice", "project", "members", "vision")] == ["alice"]
+    team.revoke_token(record.id)
+    assert "was revoked on" in server.request("GET", "/api/v1/whoami",
+                                              brief).json()["error"]["message"]

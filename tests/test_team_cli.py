@@ -81,6 +81,50 @@ def test_users_and_tokens() -> None:
     assert code == 0 and "laptop" in out and token not in out
 
 
+
+def test_tokens_expire_and_users_can_be_disabled() -> None:
+    from clocks import Clock
+
+    run("admin", "user", "add", "dana")
+    code, out, err = run("admin", "token", "create", "dana", "--expires", "30d")
+    assert code == 0 and "until 20" in err and "UTC" in err
+    expiring = out.strip()
+    forever = ok_json("admin", "token", "create", "dana", "--name", "ci")
+    assert forever["expires_at"] is None
+    listed = ok_json("admin", "token", "list", "dana")
+    made = datetime.fromisoformat(listed[0]["created_at"])
+    assert datetime.fromisoformat(listed[0]["expires_at"]) - made == timedelta(days=30)
+    code, out, _ = run("admin", "token", "list", "dana")
+    assert code == 0 and "never" in out
+    for bad, needle in (("soon", "not a duration"), ("0s", "at least one second")):
+        code, _, err = run("admin", "token", "create", "dana", "--expires", bad)
+        assert code == 2 and needle in " ".join(err.split()), err
+
+    clock = Clock(datetime.now(UTC) + timedelta(days=29))
+    store = TeamStore(Registry(os.environ["REFTRACK_REGISTRY"], clock=clock))
+    assert store.authenticate(expiring) is not None
+    clock.advance(days=2)
+    assert store.authenticate(expiring) is None
+    assert "the token expired on" in store.refusal(expiring)
+    assert store.authenticate(forever["token"]) is not None  # no expiry
+    assert "not known" in store.refusal("rt_" + "x" * 43)
+
+    disabled = ok_json("admin", "user", "disable", "dana")
+    assert disabled["disabled_at"] is not None
+    assert store.authenticate(forever["token"]) is None
+    assert "user 'dana' is disabled" in store.refusal(forever["token"])
+    assert "reftrack admin user enable dana" in store.refusal(forever["token"])
+    code, _, err = run("admin", "token", "create", "dana")
+    assert code == 2 and "is disabled" in err
+    code, out, _ = run("admin", "user", "list")
+    assert code == 0 and "dana" in out
+    code, out, _ = run("admin", "user", "enable", "dana")
+    assert code == 0 and "user dana is enabled" in out
+    assert store.authenticate(forever["token"]) is not None
+    assert store.authenticate(expiring) is None  # enabling does not revive an expired token
+    code, _, err = run("admin", "user", "disable", "nobody")
+    assert code == 4 and "does not exist" in err
+
 def test_projects_visibility_members_and_audit() -> None:
     for name in ("alice", "bob", "carol"):
         run("admin", "user", "add", name)

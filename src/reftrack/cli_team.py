@@ -183,10 +183,40 @@ def user_list_cmd(ctx: typer.Context, registry: RegistryOpt = None,
     if as_json:
         _print_json([_dump(u) for u in users])
         return
-    table = _table("user", "server admin", "created")
+    table = _table("user", "server admin", "created", "disabled")
     for u in users:
-        table.add_row(escape(u.name), "yes" if u.is_admin else "", f"{u.created_at:%Y-%m-%d}")
+        table.add_row(escape(u.name), "yes" if u.is_admin else "", f"{u.created_at:%Y-%m-%d}",
+                      f"{u.disabled_at:%Y-%m-%d %H:%M}" if u.disabled_at else "")
     make_console().print(table)
+
+
+def _set_disabled(ctx: typer.Context, name: str, disabled: bool, registry: str | None,
+                  as_json: bool) -> None:
+    user = _team(ctx, registry).set_disabled(name, disabled)
+    if as_json:
+        _print_json(_dump(user))
+        return
+    make_console().print(f"user {escape(user.name)} is "
+                         + ("disabled: their tokens are refused" if disabled else "enabled"))
+
+
+@user_app.command("disable")
+@_handle_errors
+def user_disable_cmd(ctx: typer.Context,
+                     name: Annotated[str, typer.Argument(help="User name.")],
+                     registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
+    """Disable a user: every token of theirs is refused (401) from the next request on; their
+    memberships stay, for when they are enabled again."""
+    _set_disabled(ctx, name, True, registry, as_json)
+
+
+@user_app.command("enable")
+@_handle_errors
+def user_enable_cmd(ctx: typer.Context,
+                    name: Annotated[str, typer.Argument(help="User name.")],
+                    registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
+    """Enable a disabled user again (their tokens that are not revoked or expired work)."""
+    _set_disabled(ctx, name, False, registry, as_json)
 
 
 @token_app.command("create")
@@ -195,19 +225,26 @@ def token_create_cmd(
     ctx: typer.Context,
     user: Annotated[str, typer.Argument(help="The user the token acts as.")],
     name: Annotated[str | None, typer.Option("--name", help="A label for the token.")] = None,
+    expires: Annotated[str, typer.Option(
+        "--expires", help="How long the token works: 90d, 12h, 2w, ... or never.")] = "never",
     registry: RegistryOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create an API token and print it, once: only its SHA-256 is stored. Clients send it
     as REFTRACK_TOKEN (Authorization: Bearer ...)."""
-    record, token = _team(ctx, registry).create_token(user, name)
+    from .lifecycle import parse_duration
+
+    record, token = _team(ctx, registry).create_token(user, name,
+                                                      expires_in=parse_duration(expires))
     if as_json:
         _print_json({**_dump(record), "token": token})
         return
     sys.stdout.write(token + "\n")  # alone on stdout: TOKEN=$(reftrack admin token create u)
+    until = f"until {record.expires_at:%Y-%m-%d %H:%M} UTC" if record.expires_at \
+        else "with no expiry"
     make_console(stderr=True).print(
-        f"token {record.id} ({escape(record.name)}) for {escape(record.user)}: store it now, "
-        "it is not shown again; revoke it with "
+        f"token {record.id} ({escape(record.name)}) for {escape(record.user)}, {until}: store "
+        "it now, it is not shown again; revoke it with "
         f"`reftrack admin token revoke {record.id}`")
 
 
@@ -221,10 +258,11 @@ def token_list_cmd(ctx: typer.Context,
     if as_json:
         _print_json([_dump(t) for t in tokens])
         return
-    table = _table("id", "name", "created", "last used", "revoked")
+    table = _table("id", "name", "created", "last used", "expires", "revoked")
     for t in tokens:
         table.add_row(str(t.id), escape(t.name), f"{t.created_at:%Y-%m-%d %H:%M}",
                       f"{t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "-",
+                      f"{t.expires_at:%Y-%m-%d %H:%M}" if t.expires_at else "never",
                       f"{t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "")
     make_console().print(table)
 

@@ -28,7 +28,8 @@ projects a default ttl, and ``blob_leases`` protects blobs of versions being log
 5: ``blob_claims`` holds the managed blobs a ``gc`` is deleting, which nothing may lease
 meanwhile (a reftrack that predates it would not respect the claims, so it must not open a
 registry that has them), and ``blob_stores`` every blob store gc has seen (it keeps looking
-there once no manifest names it).
+there once no manifest names it); team mode's tokens gain an expiry and users can be
+disabled.
 An older registry is upgraded in place when opened (columns added, new tables created,
 nothing rewritten)."""
 
@@ -124,6 +125,8 @@ ADDED_COLUMNS = {
     "versions": ("ttl_seconds", "ttl_set", "expires_at", "deleted_at", "protected"),
     "projects": ("default_ttl_seconds",),
     "artifacts": ("last_index",),
+    "users": ("disabled_at",),
+    "api_tokens": ("expires_at",),
 }
 
 # ``run.log({...})``: one row per step; the run's summary keeps the last value per key.

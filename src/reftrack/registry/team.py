@@ -73,6 +73,8 @@ class UserRecord(BaseModel):
     name: str
     is_admin: bool
     created_at: datetime
+    disabled_at: datetime | None = None
+    """When the user was disabled (their tokens stop working); None: enabled."""
 
 
 class TokenRecord(BaseModel):
@@ -86,10 +88,16 @@ class TokenRecord(BaseModel):
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
+    expires_at: datetime | None = None
+    """When the token stops working by itself; None: never."""
 
     @property
     def active(self) -> bool:
+        """Not revoked (an expired token is not active either: see :meth:`usable`)."""
         return self.revoked_at is None
+
+    def usable(self, now: datetime) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
 
 
 class ProjectAccess(BaseModel):
@@ -188,19 +196,39 @@ class TeamStore:
                            f"`reftrack admin user add {name}`")
         return _user_record(row)
 
+    def set_disabled(self, name: str, disabled: bool) -> UserRecord:
+        """Disable a user (every token of theirs is refused from the next request on, and
+        they keep their memberships), or enable them again. Idempotent."""
+        check_name(name, "user name")
+        with self.registry._write() as conn:
+            user = self._user(conn, name)
+            if (user.disabled_at is not None) != disabled:
+                conn.execute(ts.users.update().where(ts.users.c.id == user.id).values(
+                    disabled_at=self.registry._now() if disabled else None))
+            return self._user(conn, name)
+
     # -- tokens -------------------------------------------------------------------------------
 
-    def create_token(self, user: str, name: str | None = None) -> tuple[TokenRecord, str]:
+    def create_token(self, user: str, name: str | None = None, *,
+                     expires_in: timedelta | None = None) -> tuple[TokenRecord, str]:
         """A new API token for ``user``: its record, and the token itself (shown once; only
-        its SHA-256 is stored)."""
+        its SHA-256 is stored). ``expires_in``: it stops working that long from now (None:
+        never). A disabled user gets no token."""
         if name is not None:
             check_name(name, "token name")
+        if expires_in is not None and (not isinstance(expires_in, timedelta)
+                                       or expires_in < timedelta(seconds=1)):
+            raise UsageError(f"a token's lifetime must be at least one second, not {expires_in}")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         with self.registry._write() as conn:
             owner = self._user(conn, user)
+            if owner.disabled_at is not None:
+                raise UsageError(f"user {user!r} is disabled; enable them first with "
+                                 f"`reftrack admin user enable {user}`")
+            now = self.registry._now()
             token_id = _pk(conn.execute(ts.api_tokens.insert().values(
                 user_id=owner.id, name=name or "default", token_sha256=hash_token(token),
-                created_at=self.registry._now())))
+                created_at=now, expires_at=None if expires_in is None else now + expires_in)))
             return self._token(conn, token_id), token
 
     def tokens(self, user: str) -> list[TokenRecord]:
@@ -222,22 +250,48 @@ class TeamStore:
                 record = self._token(conn, token_id)
             return record
 
+    def refusal(self, token: str) -> str:
+        """Why :meth:`authenticate` refuses ``token``, for the 401 (the caller holds the
+        token: telling them it expired or was revoked reveals nothing new)."""
+        found = None
+        if looks_like_token(token):
+            with self.registry.engine.connect() as conn:
+                row = conn.execute(sa.select(ts.api_tokens.c.id).where(
+                    ts.api_tokens.c.token_sha256 == hash_token(token))).first()
+                if row is not None:
+                    found = self._token(conn, int(row.id))
+                    user = self._user(conn, found.user)
+        new = "; ask a server admin for a new one (reftrack admin token create USER)"
+        if found is None:
+            return "the token is not known (mistyped, or from another registry)" + new
+        if found.revoked_at is not None:
+            return f"the token was revoked on {found.revoked_at:%Y-%m-%d %H:%M} UTC" + new
+        if found.expires_at is not None and found.expires_at <= self.registry._now():
+            return f"the token expired on {found.expires_at:%Y-%m-%d %H:%M} UTC" + new
+        if user.disabled_at is not None:
+            return (f"user {user.name!r} is disabled; ask a server admin to enable them "
+                    f"(reftrack admin user enable {user.name})")
+        return "the token is not valid" + new
+
     def authenticate(self, token: str) -> tuple[UserRecord, TokenRecord] | None:
-        """The user and token record for a token, or None when it is malformed, unknown or
-        revoked. Records when it was last used (at most once a minute)."""
+        """The user and token record for a token, or None when it is malformed, unknown,
+        revoked or expired, or its user is disabled (:meth:`refusal` says which). Records
+        when it was last used (at most once a minute)."""
         if not looks_like_token(token):
             return None
         digest = hash_token(token)
         with self.registry.engine.connect() as conn:
             row = conn.execute(
                 sa.select(ts.api_tokens.c.id, ts.api_tokens.c.revoked_at,
-                          ts.api_tokens.c.last_used_at, ts.api_tokens.c.token_sha256)
+                          ts.api_tokens.c.expires_at, ts.api_tokens.c.last_used_at,
+                          ts.api_tokens.c.token_sha256)
                 .where(ts.api_tokens.c.token_sha256 == digest)
             ).first()
+        now = self.registry._now()
         if row is None or row.revoked_at is not None \
+                or (row.expires_at is not None and _utc(row.expires_at) <= now) \
                 or not secrets.compare_digest(str(row.token_sha256), digest):
             return None
-        now = self.registry._now()
         if row.last_used_at is None or _utc(row.last_used_at) <= now - LAST_USED_EVERY:
             with self.registry._write() as conn:
                 conn.execute(ts.api_tokens.update().where(ts.api_tokens.c.id == row.id)
@@ -248,7 +302,7 @@ class TeamStore:
                 sa.select(ts.users).join(ts.api_tokens, ts.api_tokens.c.user_id == ts.users.c.id)
                 .where(ts.api_tokens.c.id == row.id)
             ).one()
-        if record.revoked_at is not None:  # revoked in between
+        if record.revoked_at is not None or user.disabled_at is not None:  # or in between
             return None
         return _user_record(user), record
 
@@ -264,6 +318,7 @@ class TeamStore:
             id=row.id, user=row.user, name=row.name, created_at=_utc(row.created_at),
             last_used_at=_utc(row.last_used_at) if row.last_used_at else None,
             revoked_at=_utc(row.revoked_at) if row.revoked_at else None,
+            expires_at=_utc(row.expires_at) if row.expires_at else None,
         )
 
     # -- projects -----------------------------------------------------------------------------
@@ -506,7 +561,8 @@ def _pk(result: sa.CursorResult[Any]) -> int:
 
 def _user_record(row: sa.Row[Any]) -> UserRecord:
     return UserRecord(id=row.id, name=row.name, is_admin=bool(row.is_admin),
-                      created_at=_utc(row.created_at))
+                      created_at=_utc(row.created_at),
+                      disabled_at=_utc(row.disabled_at) if row.disabled_at else None)
 
 
 def _access_record(row: sa.Row[Any]) -> ProjectAccess:

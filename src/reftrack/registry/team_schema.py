@@ -31,6 +31,7 @@ users = Table(
     Column("name", String(128), nullable=False, unique=True),
     Column("is_admin", Boolean, nullable=False),  # a server admin: every project, every action
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("disabled_at", DateTime(timezone=True)),  # schema 5: their tokens stop working
 )
 
 # Only the SHA-256 of a token is stored: the token itself is shown once, at creation.
@@ -44,6 +45,7 @@ api_tokens = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("last_used_at", DateTime(timezone=True)),
     Column("revoked_at", DateTime(timezone=True)),
+    Column("expires_at", DateTime(timezone=True)),  # schema 5; None: never
 )
 
 project_access = Table(

@@ -91,8 +91,7 @@ def get_principal(request: Request, state: State) -> Principal:
                        headers=UNAUTHORIZED)
     found = state.team.authenticate(token)
     if found is None:
-        raise ApiError(401, "AccessDenied", "the token is invalid or revoked; ask an admin for "
-                       "a new one (reftrack admin token create USER)", headers=UNAUTHORIZED)
+        raise ApiError(401, "AccessDenied", state.team.refusal(token), headers=UNAUTHORIZED)
     user, record = found
     return Principal(user=user, token=record)
 
