@@ -542,7 +542,10 @@ def test_gc_purges_the_results_of_a_purged_version(bucket: str, put: Any) -> Non
             assert count == 0
 
 
-def test_a_version_3_registry_is_upgraded(bucket: str, put: Any, tmp_path: Path) -> None:
+def test_a_version_3_registry_is_upgraded(bucket: str, put: Any, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # an SQLite file whatever REFTRACK_TEST_REGISTRY says (PostgreSQL: tests/registry/)
+    monkeypatch.setenv("REFTRACK_REGISTRY", str(tmp_path / "v3.db"))
     log_singles(bucket, put, n=2)
     path = os.environ["REFTRACK_REGISTRY"]
     engine = sa.create_engine(f"sqlite:///{path}")
