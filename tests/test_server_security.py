@@ -3,7 +3,8 @@
 Every endpoint is checked for each visibility (private, public, open) x principal
 (anonymous, non-member, member, project admin, server admin): the exact status, the
 404 body of a hidden project (identical to a missing one), and that refused requests
-change nothing in the registry (a snapshot of every table before and after)."""
+change nothing in the registry (a snapshot of every table before and after). Every test
+that uses ``team_server`` runs twice: with the server on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -169,7 +170,16 @@ CREATING = {"log-version", "create-run"}
 # Endpoints that name no project, checked by their own tests below.
 UNSCOPED = {("GET", "/healthz"), ("GET", "/api/v1/whoami"), ("GET", "/api/v1/clock"),
             ("GET", "/api/v1/projects"), ("POST", "/api/v1/projects"),
-            ("GET", "/api/v1/artifacts"), ("POST", "/api/v1/blob-leases")}
+            ("GET", "/api/v1/artifacts"), ("POST", "/api/v1/blob-leases"),
+            # gc: server admins only, tested in test_remote_gc.py
+            ("POST", "/api/v1/gc/purge"), ("POST", "/api/v1/gc/claims"),
+            ("POST", "/api/v1/gc/release")}
+
+
+@pytest.fixture(scope="module")
+def team_server(team_server_each_db: TeamServer) -> TeamServer:
+    """Every test here runs against a server on SQLite, then on PostgreSQL."""
+    return team_server_each_db
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,12 @@ back into the :mod:`reftrack.errors` classes the local registry raises.
   only when repeating it is harmless (reads, and writes that set a value); a log, a new run,
   a delete or a restore are not repeated. ``ATTEMPTS`` attempts, exponential backoff with
   jitter.
+- **TLS.** The server's certificate is verified against ``REFTRACK_CA_BUNDLE`` (a PEM file
+  of CA certificates: a private CA's), else ``SSL_CERT_FILE``, else httpx's default
+  (``SSL_CERT_DIR``, then certifi's bundle). A bundle that cannot be loaded is a
+  :class:`~reftrack.errors.UsageError` naming the variable and the path; a certificate that
+  does not verify is a :class:`~reftrack.errors.BackendError` saying so and what to set,
+  never retried.
 - **Errors.** ``{"error": {"type", "status", "message"}}`` becomes the class ``type`` names
   (``NotFound``, ``UsageError``, ...), so the CLI's exit codes are those of a local registry;
   403 is :class:`~reftrack.errors.Forbidden`; 401 names ``REFTRACK_TOKEN``; a server that
@@ -43,10 +49,12 @@ from ..errors import (
 )
 
 if TYPE_CHECKING:
+    import ssl
+
     import httpx
 
-__all__ = ["API_PREFIX", "ATTEMPTS", "Transport", "check_server_url", "is_server_url",
-           "redact_server_url"]
+__all__ = ["API_PREFIX", "ATTEMPTS", "CA_BUNDLE_ENV", "Transport", "check_server_url",
+           "is_server_url", "redact_server_url", "tls_trust"]
 
 API_PREFIX = "/api/v1"
 ATTEMPTS = 4
@@ -59,6 +67,8 @@ KEEPALIVE_SECONDS = 2.0
 """Idle pooled connections are dropped sooner than the server (uvicorn: 5 s) drops them,
 so that a request is not sent on a connection the server is closing."""
 INSECURE_ENV = "REFTRACK_ALLOW_INSECURE_HTTP"
+CA_BUNDLE_ENV = "REFTRACK_CA_BUNDLE"
+"""A PEM file of the CA certificates to trust for the server (a private CA's)."""
 RETRY_STATUSES = frozenset({502, 503, 504})
 CHUNK_BYTES = 1024 * 1024
 _ERROR_TYPES: dict[str, type[ReftrackError]] = {
@@ -152,6 +162,42 @@ def check_token(token: str | None) -> str | None:
     return token
 
 
+def tls_trust(environ: Mapping[str, str] | None = None) -> tuple[ssl.SSLContext | bool, str]:
+    """What the client verifies the server's certificate with (``verify=`` for httpx) and
+    a description for messages: the PEM bundle ``REFTRACK_CA_BUNDLE`` names, else the one
+    ``SSL_CERT_FILE`` names, else httpx's default (``SSL_CERT_DIR``, then certifi's). A named
+    bundle that cannot be loaded is a :class:`UsageError` naming the variable and the path."""
+    import ssl
+
+    env = os.environ if environ is None else environ
+    for name in (CA_BUNDLE_ENV, "SSL_CERT_FILE"):
+        path = env.get(name, "").strip()
+        if not path:
+            continue
+        try:
+            return ssl.create_default_context(cafile=path), f"{name}={path}"
+        except OSError as exc:  # missing, unreadable, a directory, no PEM certificate
+            raise UsageError(
+                f"{name}={path}: cannot load CA certificates from it ({exc.strerror or exc}); "
+                "give the path of a PEM file holding the certificate of the authority that "
+                "signed the registry server's certificate") from None
+    return True, "the default CA certificates"
+
+
+def _certificate_problem(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate verification failure behind ``exc`` (httpx keeps it as a cause)."""
+    import ssl
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 class Transport:
     """One pooled HTTP client to the server's ``/api/v1`` (thread-safe), with retries."""
 
@@ -168,6 +214,7 @@ class Transport:
         self.location = location
         self.has_token = token is not None
         self.attempts = max(1, attempts)
+        verify, self.trust = tls_trust()
         headers = {"User-Agent": f"reftrack/{__version__}", "Accept": "application/json"}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
@@ -178,6 +225,7 @@ class Transport:
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32,
                                 keepalive_expiry=KEEPALIVE_SECONDS),
             follow_redirects=False,
+            verify=verify,
         )
 
     def close(self) -> None:
@@ -220,6 +268,8 @@ class Transport:
                         sink.write(block)
                     return response.headers
             except self._httpx.TransportError as exc:
+                if (problem := _certificate_problem(exc)) is not None:
+                    raise self._untrusted(problem) from exc
                 last = exc
             if final:
                 break
@@ -235,6 +285,8 @@ class Transport:
             try:
                 response = self.client.request(method, path, json=json, params=params)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                if (problem := _certificate_problem(exc)) is not None:
+                    raise self._untrusted(problem) from exc  # repeating cannot help
                 last = exc  # never reached the server: safe to repeat
             except httpx.TransportError as exc:
                 if not idempotent:
@@ -267,6 +319,15 @@ class Transport:
             f"{self.attempts} attempt(s); is it running, and is REFTRACK_REGISTRY right?",
             self.location)
         return error
+
+    def _untrusted(self, exc: ssl.SSLCertVerificationError) -> BackendError:
+        reason = exc.verify_message or exc.reason or str(exc)
+        return BackendError(
+            f"the registry server {self.location} presented a TLS certificate that could not "
+            f"be verified ({reason}; trusting {self.trust}); nothing was sent. If a private "
+            f"certificate authority signed it, set {CA_BUNDLE_ENV} to the path of that "
+            "authority's certificate (PEM); otherwise check REFTRACK_REGISTRY and the "
+            "server's certificate (its names must include the URL's host)", self.location)
 
     def _interrupted(self, method: str, path: str, exc: Exception) -> BackendError:
         return BackendError(
