@@ -334,3 +334,21 @@ def test_the_server_needs_both_tls_files(tmp_path: Path) -> None:
                       "127.0.0.1", "--port", "1", *args)
         assert result.exit_code == 2, result.output
         assert "give both --ssl-certfile and --ssl-keyfile" in " ".join(result.output.split())
+
+
+def test_unusable_tls_files_are_a_usage_error_before_serving(tmp_path: Path) -> None:
+    for sub in ("good", "other"):
+        (tmp_path / sub).mkdir()
+    tls = make_server_tls(tmp_path / "good", make_ca(tmp_path / "good", "test-ca"))
+    other = make_server_tls(tmp_path / "other", make_ca(tmp_path / "other", "other-ca"))
+    (tmp_path / "junk.pem").write_text("not a certificate")
+    for cert, key, needle in (
+            (str(tmp_path / "missing.pem"), tls.keyfile, "No such file"),
+            (str(tmp_path / "junk.pem"), tls.keyfile, "cannot serve HTTPS"),
+            (tls.certfile, other.keyfile, "cannot serve HTTPS")):  # a key of another cert
+        result = _cli({}, "server", "--registry", str(tmp_path / "r.db"), "--host",
+                      "127.0.0.1", "--port", "1", "--ssl-certfile", str(cert),
+                      "--ssl-keyfile", str(key))
+        text = " ".join(result.output.split())
+        assert result.exit_code == 2 and needle in text and "private key" in text, text
+        assert result.exception is None or isinstance(result.exception, SystemExit)

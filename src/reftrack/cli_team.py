@@ -122,6 +122,8 @@ def server_cmd(
     through it: clients read buckets themselves."""
     if (ssl_certfile is None) != (ssl_keyfile is None):
         raise UsageError("give both --ssl-certfile and --ssl-keyfile, or neither")
+    if ssl_certfile is not None and ssl_keyfile is not None:
+        _check_tls_files(ssl_certfile, ssl_keyfile)
     if not _loopback(host) and ssl_certfile is None and not allow_insecure_http:
         raise UsageError(
             f"refusing to serve plain HTTP on {host}: tokens would cross the network in "
@@ -149,6 +151,21 @@ def server_cmd(
     uvicorn.run(server_app, host=host, port=port, log_level=log_level.lower(),
                 ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile, server_header=False,
                 timeout_graceful_shutdown=5)
+
+
+def _check_tls_files(certfile: str, keyfile: str) -> None:
+    """Load the certificate and key as uvicorn will, so that a wrong path or a key that does
+    not match is a usage error before anything starts, not a traceback."""
+    import ssl
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(certfile, keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        detail = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
+        raise UsageError(
+            f"cannot serve HTTPS with --ssl-certfile {certfile} and --ssl-keyfile {keyfile} "
+            f"({detail}): give the PEM certificate (intermediates after it) and the PEM "
+            "private key that matches it") from None
 
 
 # -- admin user / token ---------------------------------------------------------------------
