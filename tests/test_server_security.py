@@ -108,7 +108,7 @@ CASES = [
     Case("list-members", "members", "GET", "/api/v1/projects/{p}/members"),
     Case("add-member", "manage", "PUT", "/api/v1/projects/{p}/members/outsider",
          body=lambda w: {"role": "member"}),
-    Case("remove-member", "manage", "DELETE", "/api/v1/projects/{p}/members/helper", ok=204),
+    Case("remove-member", "manage", "DELETE", "/api/v1/projects/{p}/members/helper", ok=200),
     Case("audit", "manage", "GET", "/api/v1/projects/{p}/audit"),
     Case("get-project-ttl", "read", "GET", "/api/v1/projects/{p}/ttl"),
     Case("set-project-ttl", "manage", "PUT", "/api/v1/projects/{p}/ttl",
@@ -463,7 +463,9 @@ def test_project_creation_and_audit(team_server: TeamServer, principals: Princip
                                json={"role": "admin"}).status_code == 200
     assert team_server.request("PUT", f"{base}/members/helper", token,
                                json={"role": "member"}).status_code == 200
-    assert team_server.request("DELETE", f"{base}/members/helper", token).status_code == 204
+    removed = team_server.request("DELETE", f"{base}/members/helper", token)
+    assert removed.status_code == 200
+    assert (removed.json()["user"], removed.json()["removed_role"]) == ("helper", "member")
     last = team_server.request("DELETE", f"{base}/members/member", token)
     assert last.status_code == 400 and "last admin" in last.text
     rows = team_server.request("GET", f"{base}/audit", token).json()

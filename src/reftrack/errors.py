@@ -6,6 +6,7 @@ class's ``exit_code``::
 
     ReftrackError                                           exit
     ├─ UsageError            bad arguments, bad config          2   (also ValueError)
+    │  └─ ProjectExists      a project name is taken            2
     ├─ InvalidURIError       unparseable / unsafe URI           2   (also ValueError)
     ├─ NotFound              project, artifact, version, alias  4   (also LookupError)
     ├─ AccessDenied          project visibility / membership    5   (also PermissionError)
@@ -46,6 +47,7 @@ __all__ = [
     "MissingBackend",
     "NotFound",
     "ObjectNotFound",
+    "ProjectExists",
     "ReftrackError",
     "UsageError",
 ]
@@ -70,6 +72,10 @@ class UsageError(ReftrackError, ValueError):
     """The caller passed something reftrack cannot use (arguments, names, config)."""
 
     exit_code = 2
+
+
+class ProjectExists(UsageError):
+    """A project of that name exists already (whether or not the caller may see it)."""
 
 
 class InvalidURIError(ReftrackError, ValueError):

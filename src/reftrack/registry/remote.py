@@ -34,7 +34,7 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict
 
-from ..errors import Forbidden, ManifestError, NotFound, UsageError
+from ..errors import ManifestError, NotFound, UsageError
 from ..manifest import Manifest
 from .lifecycle import PurgeResult
 from .manifests import SPOOL_BYTES, ManifestReader
@@ -531,25 +531,12 @@ class RemoteRegistry(ManifestReader):
 
     def remove_member(self, project: str, user: str) -> Role:
         """Remove ``user`` (project admins, server admins; audited; the last admin stays) and
-        return the role they had: read from the member list before the removal (the server
-        answers a removal with no body), else from the removal's audit row."""
+        return the role they had."""
         path = (f"/projects/{_q(check_name(project, 'project name'))}/members/"
                 f"{_q(check_name(user, 'user name'))}")
-        try:
-            roles = {m.user: m.role for m in self.members(project)}
-        except Forbidden:  # no member: the removal is refused below, for the server's reason
-            roles = {}
         # Not repeated (like every delete): a repeat of a removal that was made would say
         # "not a member".
-        self._send("DELETE", path, idempotent=False)
-        if user in roles:
-            return roles[user]
-        for row in reversed(self.audit(project)):  # made a member since the list was read
-            if row.action == "member_remove" and row.subject == user and row.old is not None:
-                return check_role(row.old)
-        raise UsageError(  # pragma: no cover - the removal and its audit row commit together
-            f"removed {user} from project {project!r}, but the registry server "
-            f"{self.location} did not say which role they had")
+        return check_role(self._send("DELETE", path, idempotent=False)["removed_role"])
 
     def audit(self, project: str) -> list[AuditRecord]:
         """Who created the project and changed its visibility and members, oldest first

@@ -44,6 +44,7 @@ from ..errors import (
     ManifestError,
     MissingBackend,
     NotFound,
+    ProjectExists,
     ReftrackError,
     UsageError,
 )
@@ -73,7 +74,7 @@ RETRY_STATUSES = frozenset({502, 503, 504})
 CHUNK_BYTES = 1024 * 1024
 _ERROR_TYPES: dict[str, type[ReftrackError]] = {
     "UsageError": UsageError,
-    "ProjectExists": UsageError,
+    "ProjectExists": ProjectExists,
     "NotFound": NotFound,
     "AccessDenied": AccessDenied,
     "ManifestError": ManifestError,

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.engine import Connection
 
-from ..errors import NotFound, UsageError
+from ..errors import NotFound, ProjectExists, UsageError
 from . import schema as t
 from . import team_schema as ts
 from .names import check_name
@@ -60,10 +60,6 @@ _TOKEN_RE = re.compile(r"^rt_[A-Za-z0-9_-]{20,200}$")
 LAST_USED_EVERY = timedelta(seconds=60)
 """``last_used_at`` is written at most this often per token (a write per request would make
 every read queue behind writers on SQLite)."""
-
-
-class ProjectExists(UsageError):
-    """A project of that name exists already (whether or not the caller may see it)."""
 
 
 class UserRecord(BaseModel):

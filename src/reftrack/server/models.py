@@ -125,6 +125,12 @@ class MemberIn(_In):
     role: Role = "member"
 
 
+class MemberRemoved(BaseModel):
+    project: str
+    user: str
+    removed_role: Role
+
+
 class TtlIn(_In):
     ttl_seconds: TtlSeconds | None = Field(
         description="Seconds a version lives after it was logged; null: forever.")

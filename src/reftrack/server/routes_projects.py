@@ -18,6 +18,7 @@ from .models import (
     Health,
     LeaseIn,
     MemberIn,
+    MemberRemoved,
     ProjectCreate,
     ProjectOut,
     ProjectTtl,
@@ -113,11 +114,13 @@ def set_member(user: Member, body: MemberIn, ctx: Manager) -> MemberRecord:
     return ctx.team.set_member(ctx.name, user, body.role, by=_actor(ctx))
 
 
-@router.delete("/projects/{project}/members/{user}", status_code=204, tags=["projects"])
-def remove_member(user: Member, ctx: Manager) -> Response:
-    """Remove a member (the last admin cannot be removed); audited."""
-    ctx.team.remove_member(ctx.name, user, by=_actor(ctx))
-    return Response(status_code=204)
+@router.delete("/projects/{project}/members/{user}", response_model=MemberRemoved,
+               tags=["projects"])
+def remove_member(user: Member, ctx: Manager) -> MemberRemoved:
+    """Remove a member (the last admin cannot be removed); audited. Answers the role they
+    had."""
+    role = ctx.team.remove_member(ctx.name, user, by=_actor(ctx))
+    return MemberRemoved(project=ctx.name, user=user, removed_role=role)
 
 
 @router.get("/projects/{project}/audit", response_model=list[AuditRecord], tags=["projects"])
