@@ -285,3 +285,35 @@ def test_a_writer_locked_out_gets_a_clear_error(tmp_path: Any) -> None:
             reg.create_run(project="p")
         assert "r.db" in str(info.value)
         conn.exec_driver_sql("ROLLBACK")
+
+
+def test_switching_to_wal_waits_when_sqlite_answers_locked_at_once() -> None:
+    """Seen in CI: 8 processes opening a fresh registry; one got "database is locked" from
+    ``PRAGMA journal_mode=WAL`` (SQLite calls no busy handler there). It is retried."""
+    import sqlite3
+
+    from reftrack.registry import dialects
+
+    class Cursor:
+        def __init__(self, busy: int) -> None:
+            self.busy = busy
+            self.sets = 0
+
+        def execute(self, sql: str) -> Any:
+            if self.busy:
+                self.busy -= 1
+                raise sqlite3.OperationalError("database is locked")
+            self.sets += sql.endswith("=WAL")
+            return self
+
+        def fetchone(self) -> tuple[str]:
+            return ("delete",)
+
+    cursor = Cursor(busy=3)
+    dialects._wal(cursor)
+    assert cursor.busy == 0 and cursor.sets == 1
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+        class Broken(Cursor):
+            def execute(self, sql: str) -> Any:
+                raise sqlite3.OperationalError("disk I/O error")  # not retried
+        dialects._wal(Broken(busy=0))

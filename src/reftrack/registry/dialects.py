@@ -249,5 +249,28 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={int(LOCK_TIMEOUT_MS)}")
-    cursor.execute("PRAGMA journal_mode=WAL")
+    _wal(cursor)
     cursor.close()
+
+
+def _wal(cursor: Any) -> None:
+    """Switch the database to WAL (once: it stays so). SQLite does not call the busy handler
+    for this switch, so a connection opened while another process holds a lock (8 processes
+    opening a fresh registry at once) gets "database is locked" at once: wait and retry, up
+    to the lock timeout, then let the error through (mapped to the usual locked error)."""
+    import sqlite3
+    import time
+
+    deadline = time.monotonic() + LOCK_TIMEOUT_MS / 1000
+    pause = 0.01
+    while True:
+        try:
+            mode = cursor.execute("PRAGMA journal_mode").fetchone()
+            if mode is None or str(mode[0]).lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.2)
