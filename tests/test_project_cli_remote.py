@@ -339,3 +339,28 @@ def test_expired_tokens_and_disabled_users_are_refused_with_the_reason(
     team.revoke_token(record.id)
     assert "was revoked on" in server.request("GET", "/api/v1/whoami",
                                               brief).json()["error"]["message"]
+
+
+def test_project_list_shows_what_each_caller_may_read(cli: Cli, tmp_path: Path) -> None:
+    cli("alice", "project", "create", "vision")  # private
+    cli("bob", "project", "create", "pub", "--visibility", "public")
+
+    def listed(user: str | None) -> list[tuple[str, str, str | None]]:
+        return [(p["name"], p["visibility"], p["role"])
+                for p in cli.json(user, "project", "list")]
+
+    assert listed("alice") == [("pub", "public", None), ("vision", "private", "admin")]
+    assert listed("eve") == [("pub", "public", None)]  # a private project stays hidden
+    assert listed(None) == [("pub", "public", None)]  # anonymous
+    assert listed("root") == [("pub", "public", None), ("vision", "private", None)]
+    code, out, _ = cli("alice", "project", "list")
+    assert code == 0 and "vision" in out and "admin" in out
+    # on the registry database: every project, no caller
+    local = str(tmp_path / "local.db")
+    env = {"REFTRACK_REGISTRY": local, "REFTRACK_TOKEN": ""}
+    assert invoke(env, "project", "list")[1].strip() == "no projects yet"
+    invoke(env, "admin", "user", "add", "alice")
+    invoke(env, "project", "create", "vision", "--owner", "alice")
+    code, out, _ = invoke(env, "project", "list", "--json")
+    assert code == 0 and [(p["name"], p["visibility"], p["role"])
+                          for p in json.loads(out)] == [("vision", "private", None)]

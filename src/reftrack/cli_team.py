@@ -315,6 +315,7 @@ class _Projects(Protocol):
     def remove_member(self, name: str, user: str, by: str | None) -> Role: ...
     def members(self, name: str) -> list[MemberRecord]: ...
     def audit(self, name: str) -> list[AuditRecord]: ...
+    def listing(self) -> list[tuple[Project, Role | None]]: ...
 
 
 class _LocalProjects:
@@ -349,6 +350,9 @@ class _LocalProjects:
 
     def audit(self, name: str) -> list[AuditRecord]:
         return self.team.audit(name)
+
+    def listing(self) -> list[tuple[Project, Role | None]]:
+        return [(p, None) for p in self.team.projects()]  # the database: every project
 
 
 class _RemoteProjects:
@@ -394,6 +398,9 @@ class _RemoteProjects:
 
     def audit(self, name: str) -> list[AuditRecord]:
         return self.remote.audit(name)
+
+    def listing(self) -> list[tuple[Project, Role | None]]:
+        return [(p, p.role) for p in self.remote.project_views()]
 
 
 @contextmanager
@@ -510,6 +517,26 @@ def member_remove_cmd(
         _print_json({"project": name, "user": user, "removed_role": role})
         return
     make_console().print(f"removed {escape(user)} ({role}) from project {escape(name)}")
+
+
+@project_app.command("list")
+@_handle_errors
+def project_list_cmd(ctx: typer.Context, registry: RegistryOpt = None,
+                     as_json: JsonOpt = False) -> None:
+    """List projects and their visibility: on the registry database every project; over a
+    registry server the ones you may read, with your role in each."""
+    with _projects(ctx, registry) as projects:
+        found = projects.listing()
+    if as_json:
+        _print_json([{**_project_json(p), "role": role} for p, role in found])
+        return
+    if not found:
+        make_console().print("no projects yet")
+        return
+    table = _table("project", "visibility", "your role", "created")
+    for p, role in found:
+        table.add_row(escape(p.name), p.visibility, role or "-", f"{p.created_at:%Y-%m-%d}")
+    make_console().print(table)
 
 
 @project_app.command("members")

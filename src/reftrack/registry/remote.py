@@ -502,6 +502,10 @@ class RemoteRegistry(ManifestReader):
         return ProjectView.model_validate(self._send("POST", "/projects", body,
                                                      idempotent=False))
 
+    def project_views(self) -> list[ProjectView]:
+        """The projects the caller may read, with their visibility and the caller's role."""
+        return [ProjectView.model_validate(item) for item in self._get("/projects")]
+
     def project(self, name: str) -> ProjectView | None:
         """The project, or None when it does not exist *or* the caller may not read it."""
         try:
