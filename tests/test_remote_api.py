@@ -463,3 +463,34 @@ def test_protect_and_unprotect_over_the_server(fresh: TeamServer, tokens: dict[s
     with pytest.raises(ReftrackError):  # not a member of the private project: not found
         reader.artifact(f"{P}/locked:v0").protect()
     assert {hold(s3, k, v) for k, v in versions.items()} == {"OFF"}
+
+
+def test_run_filters_are_applied_by_the_server(fresh: TeamServer, tokens: dict[str, str],
+                                               tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from reftrack.registry.remote_http import Transport
+
+    settings = remote_settings(fresh, tokens["alice"], tmp_path)
+    for i, acc in enumerate((0.5, 0.9, 0.7)):
+        with reftrack.init(project=P, id=f"r{i}", config={"lr": i / 10},
+                           settings=settings) as run:
+            run.log({"acc": acc})
+    answers: list[tuple[str, Any, int]] = []
+    real = Transport.call
+
+    def spy(self: Transport, method: str, path: str, **kwargs: Any) -> Any:
+        data = real(self, method, path, **kwargs)
+        answers.append((path, kwargs.get("params"), len(data) if isinstance(data, list) else -1))
+        return data
+
+    monkeypatch.setattr(Transport, "call", spy)
+    api = reftrack.Api(settings=settings)
+    best = api.runs(P, {"summary.acc": {"$gte": 0.7}}, order="-summary.acc")
+    assert [r.id for r in best] == ["r1", "r2"]
+    [(path, params, count)] = [a for a in answers if a[0].endswith("/runs")]
+    assert params["order"] == "-summary.acc" and '"$gte": 0.7' in params["filters"]
+    assert count == 2  # only the matches came back
+    with pytest.raises(UsageError, match="JSON values"):
+        api.runs(P, {"config.lr": {"$in": [object()]}})
+    with pytest.raises(UsageError, match="order"):
+        api.runs(P, order="sideways")

@@ -14,6 +14,7 @@ from .lifecycle import GCReport, collect_garbage
 from .progress import Progress
 from .registry import ArtifactSummary, RunRecord, check_name, parse_artifact_path
 from .registry.names import VERSION_RE
+from .registry.remote import RemoteRegistry
 from .run import Run
 from .settings import Settings
 
@@ -259,7 +260,10 @@ class Api:
         if filters is not None and not isinstance(filters, Mapping):
             raise UsageError(f"filters must be a dict, not {type(filters).__name__}")
         _validate(filters or {})
-        records = [r for r in self._ctx.registry.runs(name) if _matches(r, filters or {})]
+        registry = self._ctx.registry
+        if isinstance(registry, RemoteRegistry):  # the server filters and sorts (the same code)
+            return [Run(self._ctx, r) for r in registry.runs(name, filters or None, order)]
+        records = [r for r in registry.runs(name) if _matches(r, filters or {})]
         return [Run(self._ctx, r) for r in _sort(records, order)]
 
     def sweep(self, path: str) -> Sweep:

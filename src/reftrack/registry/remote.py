@@ -23,10 +23,11 @@ server's machine (``reftrack admin``).
 from __future__ import annotations
 
 import base64
+import json
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any, TypeAlias
@@ -371,9 +372,21 @@ class RemoteRegistry(ManifestReader):
     def run(self, project: str, run_id: str) -> RunRecord:
         return self._run(self._get(f"/projects/{_q(project)}/runs/{_q(run_id)}"))
 
-    def runs(self, project: str) -> list[RunRecord]:
-        """Every run of ``project``, oldest first."""
-        return self._runs(self._get(f"/projects/{_q(project)}/runs"))
+    def runs(self, project: str, filters: Mapping[str, Any] | None = None,
+             order: str | None = None) -> list[RunRecord]:
+        """Every run of ``project``, oldest first; with ``filters``/``order`` (as
+        ``Api().runs`` takes them), only the matching runs, in that order, chosen by the
+        server (one request, only the matches travel)."""
+        params: dict[str, str] = {}
+        if filters:
+            try:
+                params["filters"] = json.dumps(filters, allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                raise UsageError(f"run filters must be JSON values to go to the registry "
+                                 f"server ({exc})") from None
+        if order is not None:
+            params["order"] = order
+        return self._runs(self._get(f"/projects/{_q(project)}/runs", **params))
 
     def update_summary(self, run_pk: int, values: dict[str, Any]) -> RunRecord:
         return self._run(self._send("PATCH", f"{self._run_path(run_pk)}/summary",
