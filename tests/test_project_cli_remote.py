@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from server_fixtures import TeamServer, start_server
+from server_fixtures import TeamServer
 from typer.testing import CliRunner
 
 from reftrack.cli import app
@@ -28,13 +27,9 @@ USERS = ("alice", "bob", "carol", "eve", "root")
 admin."""
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TeamServer]:
-    started = start_server(tmp_path_factory.mktemp("project-cli-server"))
-    try:
-        yield started
-    finally:
-        started.stop()
+@pytest.fixture
+def server(team_server: TeamServer) -> TeamServer:
+    return team_server
 
 
 @pytest.fixture

@@ -487,7 +487,7 @@ def test_run_filters_are_applied_by_the_server(fresh: TeamServer, tokens: dict[s
     api = reftrack.Api(settings=settings)
     best = api.runs(P, {"summary.acc": {"$gte": 0.7}}, order="-summary.acc")
     assert [r.id for r in best] == ["r1", "r2"]
-    [(path, params, count)] = [a for a in answers if a[0].endswith("/runs")]
+    [(_path, params, count)] = [a for a in answers if a[0].endswith("/runs")]
     assert params["order"] == "-summary.acc" and '"$gte": 0.7' in params["filters"]
     assert count == 2  # only the matches came back
     with pytest.raises(UsageError, match="JSON values"):

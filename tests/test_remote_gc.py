@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from server_fixtures import TeamServer, start_server
+from server_fixtures import TeamServer
 from typer.testing import CliRunner
 
 import reftrack
@@ -30,13 +29,9 @@ from reftrack.registry.remote import RemoteRegistry
 WEEK = timedelta(days=7)
 
 
-@pytest.fixture(scope="module")
-def gc_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TeamServer]:
-    server = start_server(tmp_path_factory.mktemp("gc-server"))
-    try:
-        yield server
-    finally:
-        server.stop()
+@pytest.fixture
+def gc_server(team_server: TeamServer) -> TeamServer:
+    return team_server
 
 
 @pytest.fixture
