@@ -362,8 +362,11 @@ class _RemoteProjects:
     def __init__(self, remote: RemoteRegistry) -> None:
         self.remote = remote
 
-    def _check(self, given: str | None, option: str) -> str | None:
-        """The token's user (None: anonymous, refused by the server) when asked for."""
+    def _check(self, given: str | None, option: str, *, always: bool = False) -> str | None:
+        """The token's user (None: anonymous, refused by the server), asked of the server
+        only when ``given`` must be checked against it, or ``always``."""
+        if given is None and not always:
+            return None
         user = self.remote.whoami()
         if given is not None and user is not None and given != user:
             raise UsageError(
@@ -374,23 +377,20 @@ class _RemoteProjects:
 
     def create(self, name: str, visibility: Visibility, owner: str | None
                ) -> tuple[Project, str]:
-        user = self._check(owner, "--owner")
+        user = self._check(owner, "--owner", always=True)
         created = self.remote.create_project(name, visibility)  # anonymous: refused (401)
         return created, user or ""
 
     def set_visibility(self, name: str, visibility: Visibility, by: str | None) -> Project:
-        if by is not None:
-            self._check(by, "--by")
+        self._check(by, "--by")
         return self.remote.set_visibility(name, visibility)
 
     def set_member(self, name: str, user: str, role: Role, by: str | None) -> MemberRecord:
-        if by is not None:
-            self._check(by, "--by")
+        self._check(by, "--by")
         return self.remote.set_member(name, user, role)
 
     def remove_member(self, name: str, user: str, by: str | None) -> Role:
-        if by is not None:
-            self._check(by, "--by")
+        self._check(by, "--by")
         return self.remote.remove_member(name, user)
 
     def members(self, name: str) -> list[MemberRecord]:

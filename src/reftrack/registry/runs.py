@@ -7,6 +7,7 @@ import os
 import secrets
 import socket
 import string
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +20,7 @@ from . import schema as t
 from .dialects import utc as _utc
 from .names import check_json, check_name
 from .records import RunRecord, VersionRecord
+from .run_filters import select_runs
 
 __all__ = ["RunStore"]
 
@@ -202,8 +204,11 @@ class RunStore:
             ).all()
         return [{"_step": int(r.step), **(r.data or {})} for r in rows]
 
-    def runs(self, project: str) -> list[RunRecord]:
-        """Every run of ``project``, oldest first."""
+    def runs(self, project: str, filters: Mapping[str, Any] | None = None,
+             order: str | None = None) -> list[RunRecord]:
+        """Every run of ``project``, oldest first; with ``filters``/``order`` (as
+        ``Api().runs`` takes them, see :mod:`.run_filters`), the matching ones in that
+        order."""
         check_name(project, "project name")
         with self.engine.connect() as conn:
             project_id = self._project_id(conn, project, create=False)
@@ -211,7 +216,8 @@ class RunStore:
                 sa.select(t.runs.c.pk).where(t.runs.c.project_id == project_id)
                 .order_by(t.runs.c.started_at, t.runs.c.pk)
             ).scalars().all()
-            return [self._run_by_pk(conn, int(pk)) for pk in pks]
+            records = [self._run_by_pk(conn, int(pk)) for pk in pks]
+        return select_runs(records, filters, order) if filters or order else records
 
     def finish_run(self, run_pk: int, state: str) -> RunRecord:
         with self._write() as conn:

@@ -8,7 +8,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 
-from ..api import _matches, _sort, _validate
 from ..errors import UsageError
 from ..registry import RunRecord, VersionRecord, check_json
 from .access import Decision, decide
@@ -47,9 +46,7 @@ def list_runs(
             raise UsageError(f"filters must be JSON ({exc})") from None
         if not isinstance(wanted, dict):
             raise UsageError("filters must be a JSON object")
-        _validate(wanted)
-    records = [r for r in ctx.registry.runs(ctx.name) if _matches(r, wanted)]
-    return _sort(records, order)
+    return ctx.registry.runs(ctx.name, wanted, order)
 
 
 @router.post("", response_model=RunCreated, status_code=201,
